@@ -1,0 +1,116 @@
+"""Find LiTS-layout cases (local or ``s3://``) and build the case index with a patient split.
+
+Layouts: flat (``volume-N.nii[.gz]`` beside ``segmentation-N.nii[.gz]``), Kaggle
+(``volume_pt*/volume-N.nii`` + ``segmentations/segmentation-N.nii``), or anything in between:
+files are matched by name anywhere below the root. A folder named ``volume-N`` holding a DICOM
+series is a case too when no NIfTI ``volume-N`` exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import re
+from dataclasses import dataclass
+
+from livseg import storage
+
+VOLUME_RE = re.compile(r"^volume-(\d+)\.nii(\.gz)?$", re.IGNORECASE)
+MASK_RE = re.compile(r"^segmentation-(\d+)\.nii(\.gz)?$", re.IGNORECASE)
+DICOM_DIR_RE = re.compile(r"^volume-(\d+)$", re.IGNORECASE)
+SPLITS = ("train", "test", "val")  # order of PreprocessConfig.split fractions (the study's)
+INDEX_COLUMNS = (
+    "case_id", "dirname", "filename", "mask_dirname", "mask_filename", "split", "patient",
+    "shape", "spacing", "liver_voxels", "tumour_voxels", "status", "error",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Case:
+    """One CT volume and its mask, named the way the study's index table names them."""
+
+    case_id: int
+    dirname: str
+    filename: str
+    mask_dirname: str
+    mask_filename: str
+    patient: str
+
+    @property
+    def image_uri(self) -> str:
+        return storage.join(self.dirname, self.filename)
+
+    @property
+    def mask_uri(self) -> str | None:
+        return storage.join(self.mask_dirname, self.mask_filename) if self.mask_filename else None
+
+
+def _split_uri(uri: str) -> tuple[str, str]:
+    head, tail = posixpath.split(uri.rstrip("/"))
+    return head, tail
+
+
+def discover_cases(root: str) -> list[Case]:
+    """Find every case below ``root``; raise ``ValueError`` when there is none."""
+    files = storage.list_files(root)
+    volumes: dict[int, str] = {}
+    masks: dict[int, str] = {}
+    dicom_dirs: dict[int, str] = {}
+    for uri, _size in files:
+        head, name = _split_uri(uri)
+        if m := VOLUME_RE.match(name):
+            volumes.setdefault(int(m.group(1)), uri)
+        elif m := MASK_RE.match(name):
+            masks.setdefault(int(m.group(1)), uri)
+        elif m := DICOM_DIR_RE.match(_split_uri(head)[1]):
+            dicom_dirs.setdefault(int(m.group(1)), head)
+    for case_id, folder in dicom_dirs.items():
+        volumes.setdefault(case_id, folder)
+    if not volumes:
+        raise ValueError(
+            f"{root}: no volume-N.nii[.gz] files or volume-N/ DICOM folders found; "
+            "expected a LiTS layout (flat or Kaggle volume_pt*/ + segmentations/)"
+        )
+    cases = []
+    for case_id in sorted(volumes):
+        dirname, filename = _split_uri(volumes[case_id])
+        mask_dir, mask_name = _split_uri(masks[case_id]) if case_id in masks else ("", "")
+        cases.append(Case(case_id, dirname, filename, mask_dir, mask_name, f"case-{case_id}"))
+    return cases
+
+
+def _unit_hash(key: str, seed: int) -> float:
+    digest = hashlib.sha256(f"livseg-split:{seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def assign_splits(
+    patients: list[str], fractions: tuple[float, float, float] = (0.7, 0.2, 0.1), seed: int = 0
+) -> dict[str, str]:
+    """Map each patient to ``train``/``test``/``val``, deterministically.
+
+    Each patient's split depends only on a hash of its own key, so adding cases never moves an
+    existing patient. With three or more patients no split is left empty: the patient whose hash
+    lies nearest an empty split's interval moves there (only then can a split shift).
+    """
+    unique = sorted(set(patients))
+    edges = [0.0, fractions[0], fractions[0] + fractions[1], 1.0]
+    u = {p: _unit_hash(p, seed) for p in unique}
+
+    def split_of(value: float) -> str:
+        for name, hi in zip(SPLITS, edges[1:], strict=True):
+            if value < hi:
+                return name
+        return SPLITS[-1]
+
+    out = {p: split_of(u[p]) for p in unique}
+    if len(unique) >= 3:
+        for i, name in enumerate(SPLITS):
+            if fractions[i] == 0 or name in out.values():
+                continue
+            lo, hi = edges[i], edges[i + 1]
+            counts = {s: list(out.values()).count(s) for s in SPLITS}
+            donors = [p for p in unique if counts[out[p]] >= 2]
+            nearest = min(donors, key=lambda p: max(lo - u[p], u[p] - hi, 0.0))
+            out[nearest] = name
+    return out
