@@ -1,6 +1,6 @@
 """Preprocess LiTS-layout volumes (local folder or s3://) into Parquet shards with Ray Data.
 
-    python jobs/preprocess.py --input DATA --output SHARDS [--size 256] [--context 2] [--seed 0]
+python jobs/preprocess.py --input DATA --output SHARDS [--size 256] [--context 2] [--seed 0]
 """
 
 from __future__ import annotations

@@ -15,8 +15,11 @@ from collections.abc import Callable
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def run(main: Callable[[argparse.Namespace], int | None], parser: argparse.ArgumentParser,
-        argv: list[str] | None = None) -> int:
+def run(
+    main: Callable[[argparse.Namespace], int | None],
+    parser: argparse.ArgumentParser,
+    argv: list[str] | None = None,
+) -> int:
     """Parse ``argv`` and call ``main``; map ``ValueError`` to exit 2 and crashes to exit 1."""
     args = parser.parse_args(argv)  # exits 2 itself on bad flags
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -40,7 +43,10 @@ def preprocess_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="seed for split and slice sampling")
     parser.add_argument("--config", help="YAML/JSON file with PreprocessConfig keys")
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override one PreprocessConfig key, e.g. --set window=-100,300 (repeatable)",
     )
 
@@ -50,6 +56,9 @@ def preprocess_config(args: argparse.Namespace, **defaults):
     from livseg.config import PreprocessConfig, load
 
     overrides = [f"{k}={v}" for k, v in defaults.items()] + list(args.set)
-    overrides += [f"{k}={getattr(args, k)}" for k in ("size", "context", "seed")
-                  if getattr(args, k) is not None]
+    overrides += [
+        f"{k}={getattr(args, k)}"
+        for k in ("size", "context", "seed")
+        if getattr(args, k) is not None
+    ]
     return load(PreprocessConfig, args.config, overrides)

@@ -115,7 +115,7 @@ def case_slices(
 
 
 def normalise_volumes(batch: dict[str, np.ndarray], stats_dict: dict[str, Any]) -> dict:
-    """Pass-1 grids → volume shard rows: ``image`` (N, 1, X, Y, Z) float16, ``mask`` (N, X, Y, Z)."""
+    """Pass-1 grids → volume rows: ``image`` (N, 1, X, Y, Z) float16, ``mask`` (N, X, Y, Z)."""
     stats = IntensityStats(**stats_dict)
     image = zscore(batch["grid_hu"], stats.mean, stats.std)[:, None].astype(np.float16)
     return {"case_id": batch["case_id"], "image": image, "mask": batch["grid_mask"]}
@@ -193,10 +193,10 @@ def preprocess(input_uri: str, output_uri: str, cfg: PreprocessConfig) -> dict[s
 
     from livseg.runtime import init_ray
 
-    init_ray()
     started = time.time()
+    cases = discover_cases(input_uri)  # input and output problems surface before Ray starts
     storage.check_writable(output_uri)
-    cases = discover_cases(input_uri)
+    init_ray()
     fingerprint = _fingerprint(input_uri, cfg)
     record_uri = storage.join(output_uri, "preprocess.json")
     if storage.exists(record_uri):
@@ -204,8 +204,7 @@ def preprocess(input_uri: str, output_uri: str, cfg: PreprocessConfig) -> dict[s
         if record.get("fingerprint") == fingerprint:
             record["resumed"] = "already complete"
             return record
-    splits = assign_splits([c.patient for c in cases], cfg.split, cfg.seed)
-    items = [_case_item(c, splits[c.patient]) for c in cases]
+    items = [_case_item(c) for c in cases]
     inspected = (
         ray.data.from_items(items, override_num_blocks=len(items))
         .map(inspect_case, fn_kwargs={"cfg_dict": to_dict(cfg)})
@@ -213,6 +212,7 @@ def preprocess(input_uri: str, output_uri: str, cfg: PreprocessConfig) -> dict[s
     )
     rows = inspected.select_columns([*INDEX_COLUMNS, "histogram", "image_uri", "mask_uri"])
     rows = sorted(rows.take_all(), key=lambda r: r["case_id"])
+    _assign(rows, cfg)
     train_hist = [r["histogram"] for r in rows if r["split"] == "train" and r["status"] == "ok"]
     if not train_hist:
         raise ValueError(f"{input_uri}: no usable training case; see index errors: {_errors(rows)}")
@@ -254,11 +254,19 @@ def preprocess(input_uri: str, output_uri: str, cfg: PreprocessConfig) -> dict[s
     return record
 
 
-def _case_item(case: Case, split: str) -> dict[str, Any]:
+def _case_item(case: Case) -> dict[str, Any]:
     item = {name: getattr(case, name) for name in INDEX_COLUMNS[:5]}
-    item.update(split=split, patient=case.patient, image_uri=case.image_uri)
+    item.update(split="", patient=case.patient, image_uri=case.image_uri)
     item["mask_uri"] = case.mask_uri or ""
     return item
+
+
+def _assign(rows: list[dict[str, Any]], cfg: PreprocessConfig) -> None:
+    """Split the usable cases by patient (a broken case must not take a split's only slot)."""
+    usable = [r["patient"] for r in rows if r["status"] == "ok"]
+    splits = assign_splits(usable, cfg.split, cfg.seed)
+    for row in rows:
+        row["split"] = splits.get(row["patient"], "") if row["status"] == "ok" else ""
 
 
 def _errors(rows: list[dict[str, Any]]) -> list[str]:

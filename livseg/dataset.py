@@ -52,7 +52,10 @@ def _split_uri(uri: str) -> tuple[str, str]:
 
 def discover_cases(root: str) -> list[Case]:
     """Find every case below ``root``; raise ``ValueError`` when there is none."""
-    files = storage.list_files(root)
+    try:
+        files = storage.list_files(root)
+    except FileNotFoundError as exc:
+        raise ValueError(f"{exc}; give --input a LiTS-layout folder or s3:// prefix") from exc
     volumes: dict[int, str] = {}
     masks: dict[int, str] = {}
     dicom_dirs: dict[int, str] = {}

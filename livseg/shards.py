@@ -90,7 +90,9 @@ def load_split_numpy(uri: str, split: str, kind: str = "slices") -> dict[str, np
         raise ValueError(f"{folder}: split {split!r} has no shards")
     out: dict[str, np.ndarray] = {}
     for field in tables[0].schema:
-        out[field.name] = np.concatenate([_column_numpy(t.column(field.name), field) for t in tables])
+        out[field.name] = np.concatenate(
+            [_column_numpy(t.column(field.name), field) for t in tables]
+        )
     return out
 
 

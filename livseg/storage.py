@@ -90,7 +90,9 @@ def list_files(uri: str, recursive: bool = True) -> list[tuple[str, int]]:
     selector = pafs.FileSelector(path, recursive=recursive)
     prefix = "s3://" if is_s3(uri) else ""
     out = [
-        (prefix + f.path, f.size) for f in fs.get_file_info(selector) if f.type == pafs.FileType.File
+        (prefix + f.path, f.size)
+        for f in fs.get_file_info(selector)
+        if f.type == pafs.FileType.File
     ]
     return sorted(out)
 

@@ -1,0 +1,40 @@
+"""Side-by-side throughput ratios, printed as JSON and written to benchmark-<stage>.json.
+
+python jobs/benchmark.py [--stage preprocess] [--quick] [--gpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from livseg import cli
+
+STAGES = ("preprocess",)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--stage", choices=STAGES, action="append", help="stage(s); default all")
+    p.add_argument("--quick", action="store_true", help="small inputs, for a smoke run")
+    p.add_argument("--gpu", action="store_true", help="use a GPU where the stage can")
+    p.add_argument("--out", default=".", help="folder for benchmark-<stage>.json")
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    from livseg.benchmark import bench_preprocess, write_result
+
+    for stage in args.stage or STAGES:
+        if stage == "preprocess":
+            result = bench_preprocess(
+                cases=4 if args.quick else 12, size=128 if args.quick else 256
+            )
+        print(json.dumps(result))
+        print(f"written to {write_result(result, args.out)}", file=sys.stderr)
+    return cli.EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main, parser()))
