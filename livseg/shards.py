@@ -1,7 +1,11 @@
-"""Readers over a preprocessed shard folder: the record, Ray Datasets per split, torch batches.
+"""The shard format (write and read) and readers: the record, Ray Datasets, torch batches.
 
-Training (Ray Train's ``get_dataset_shard``) and evaluation read shards only through here, so
-the layout written by ``livseg.data`` is known in two places: the writer and this reader.
+Tensor columns (``image``, ``mask``) are stored as Parquet fixed-length byte arrays, one
+C-contiguous tensor per row, with dtype and shape in the field metadata. Measured on 2 cores
+(200 rows of float16 (5, 256, 256)): Parquet's nested-list encoding of Arrow tensor types wrote
+at 2.3 s and read at 1.3 s, fixed-length bytes at 0.25 s and 0.05 s (zero-copy decode). Images
+are left uncompressed (CT noise does not compress; reads stay memory-speed), masks use zstd.
+Training and evaluation read shards only through here.
 """
 
 from __future__ import annotations
@@ -10,12 +14,61 @@ import json
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from livseg import storage
 from livseg.dataset import SPLITS
 
 KINDS = ("slices", "volumes")
 TENSOR_COLUMNS = ("image", "mask")
+META_KEY = b"livseg:tensor"
+PARQUET_ARGS = {
+    "compression": {"image": "none", "mask": "zstd"},
+    "use_dictionary": False,
+    "write_statistics": False,
+}
+
+
+def encode_tensors(batch: dict[str, np.ndarray]) -> pa.Table:
+    """Columns of a batch → Arrow table; arrays with ndim > 1 become fixed-size binary tensors.
+
+    Shape: a tensor column (N, *shape) becomes N values of ``prod(shape) * itemsize`` bytes.
+    """
+    fields, arrays = [], []
+    for name, values in batch.items():
+        values = np.asarray(values)
+        if values.ndim > 1:
+            values = np.ascontiguousarray(values)
+            n, row_bytes = len(values), values[0].nbytes if len(values) else 0
+            meta = json.dumps({"dtype": values.dtype.str, "shape": list(values.shape[1:])})
+            typ = pa.binary(row_bytes or int(np.prod(values.shape[1:])) * values.itemsize)
+            array = pa.FixedSizeBinaryArray.from_buffers(typ, n, [None, pa.py_buffer(values)])
+            fields.append(pa.field(name, typ, metadata={META_KEY: meta.encode()}))
+        else:
+            array = pa.array(values)
+            fields.append(pa.field(name, array.type))
+        arrays.append(array)
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def decode_tensors(table: pa.Table) -> dict[str, np.ndarray]:
+    """Inverse of ``encode_tensors``: tensor columns → (N, *shape) arrays, zero-copy."""
+    out: dict[str, np.ndarray] = {}
+    for field in table.schema:
+        column = table.column(field.name)
+        meta = (field.metadata or {}).get(META_KEY)
+        if meta is None:
+            out[field.name] = column.to_numpy()
+            continue
+        spec = json.loads(meta)
+        parts = []
+        for chunk in column.chunks:
+            offset = chunk.offset * chunk.type.byte_width
+            raw = np.frombuffer(chunk.buffers()[1], np.uint8)[offset:]
+            count = len(chunk) * chunk.type.byte_width
+            parts.append(raw[:count].view(np.dtype(spec["dtype"])).reshape(-1, *spec["shape"]))
+        out[field.name] = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return out
 
 
 def read_record(uri: str) -> dict[str, Any]:
@@ -45,20 +98,31 @@ def split_uri(uri: str, split: str, kind: str = "slices") -> str:
     return storage.join(uri, kind, split)
 
 
-def read_split(uri: str, split: str, kind: str = "slices", columns: list[str] | None = None):
-    """A lazy ``ray.data.Dataset`` over one split's shards (``slices`` or ``volumes``).
+def _split_files(uri: str, split: str, kind: str) -> list[str]:
+    read_record(uri)
+    folder = split_uri(uri, split, kind)
+    files = [f for f, _ in storage.list_files(folder)] if storage.exists(folder) else []
+    files = [f for f in files if f.endswith(".parquet")]
+    if not files:
+        raise ValueError(f"{folder}: split {split!r} has no shards (no usable case in it)")
+    return files
 
-    Tensor columns come back fixed-shape: ``image`` (C, H, W) float16 and ``mask`` (H, W) uint8
-    for slices; ``image`` (1, X, Y, Z) and ``mask`` (X, Y, Z) for volumes.
+
+def read_split(uri: str, split: str, kind: str = "slices"):
+    """A lazy ``ray.data.Dataset`` over one split's shards with decoded tensor columns.
+
+    Columns: ``image`` (C, H, W) float16 and ``mask`` (H, W) uint8 for slices, or ``image``
+    (1, X, Y, Z) and ``mask`` (X, Y, Z) for volumes, plus ``case_id`` (and ``slice_index``,
+    ``has_liver``, ``has_tumour`` for slices).
     """
     import ray
 
-    read_record(uri)
-    folder = split_uri(uri, split, kind)
-    if not storage.exists(folder):
-        raise ValueError(f"{folder}: split {split!r} has no shards (no usable case in it)")
-    fs, path = storage.filesystem(folder)
-    return ray.data.read_parquet(path, filesystem=fs, columns=columns, file_extensions=["parquet"])
+    files = _split_files(uri, split, kind)
+    fs, _ = storage.filesystem(files[0])
+    paths = [storage.filesystem(f)[1] for f in files]
+    return ray.data.read_parquet(paths, filesystem=fs).map_batches(
+        decode_tensors, batch_format="pyarrow", zero_copy_batch=True
+    )
 
 
 def torch_batches(ds, batch_size: int, *, local_shuffle_buffer_size: int | None = None, **kw):
@@ -78,39 +142,9 @@ def load_split_numpy(uri: str, split: str, kind: str = "slices") -> dict[str, np
     """Read a whole split into memory without Ray (pyarrow only): column name → ndarray."""
     import pyarrow.parquet as pq
 
-    read_record(uri)
-    folder = split_uri(uri, split, kind)
-    fs, _ = storage.filesystem(folder)
-    tables = []
-    for file_uri, _size in storage.list_files(folder):
-        if file_uri.endswith(".parquet"):
-            with fs.open_input_file(storage.filesystem(file_uri)[1]) as handle:
-                tables.append(pq.read_table(handle))
-    if not tables:
-        raise ValueError(f"{folder}: split {split!r} has no shards")
-    out: dict[str, np.ndarray] = {}
-    for field in tables[0].schema:
-        out[field.name] = np.concatenate(
-            [_column_numpy(t.column(field.name), field) for t in tables]
-        )
-    return out
-
-
-def _column_numpy(column, field) -> np.ndarray:
-    """A Parquet column → ndarray; Ray's fixed-shape tensor columns → (N, *shape).
-
-    Without ``ray.data`` imported the tensor extension type is unregistered and arrives as a
-    list column whose field metadata carries the shape, so this works with pyarrow alone.
-    """
-    meta = field.metadata or {}
-    shape_text = meta.get(b"ARROW:extension:metadata")
-    chunks = []
-    for chunk in column.chunks:
-        if hasattr(chunk.type, "shape") and hasattr(chunk, "to_numpy"):  # registered by ray.data
-            chunks.append(np.asarray(chunk.to_numpy()))
-        elif shape_text is not None:
-            shape = json.loads(shape_text)
-            chunks.append(np.asarray(chunk.flatten()).reshape(len(chunk), *shape))
-        else:
-            chunks.append(chunk.to_numpy(zero_copy_only=False))
-    return np.concatenate(chunks)
+    parts = []
+    for file_uri in _split_files(uri, split, kind):
+        fs, path = storage.filesystem(file_uri)
+        with fs.open_input_file(path) as handle:
+            parts.append(decode_tensors(pq.read_table(handle)))
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
