@@ -26,7 +26,7 @@ def parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> int:
     from livseg import storage
     from livseg.data import format_summary, preprocess
-    from livseg.synthetic import write_dataset
+    from livseg.synthetic_files import write_dataset
 
     if args.cases < 3:
         raise ValueError(f"--cases {args.cases}: need at least 3 (one per split)")

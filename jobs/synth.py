@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from livseg.synthetic import LAYOUTS, write_dataset
+from livseg.synthetic_files import LAYOUTS, write_dataset
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,37 +14,43 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from livseg.config import PreprocessConfig, to_dict
-from livseg.dataset import SPLITS, discover_cases
+from livseg.dataset import discover_cases
 from livseg.preprocess import stats_from_histogram
-from livseg.shards import PARQUET_ARGS
+from livseg.shards import write_split_tables
 
 
 def serial_preprocess(input_uri: str, output: Path, cfg: PreprocessConfig) -> int:
-    """The baseline: one process, a for-loop over cases; returns slices written."""
-    from livseg.data import _assign, _case_item, case_slices, inspect_case
+    """The baseline: one process, a for-loop over cases, same functions and shard format."""
+    from livseg.data import (
+        _assign,
+        _case_item,
+        case_slices,
+        inspect_case,
+        normalise_volumes,
+        rows_per_file,
+    )
 
     rows = [inspect_case(_case_item(c), to_dict(cfg)) for c in discover_cases(input_uri)]
     _assign(rows, cfg)
     ok = [r for r in rows if r["status"] == "ok"]
     hist = np.sum([r["histogram"] for r in ok if r["split"] == "train"], axis=0)
     stats = stats_from_histogram(hist, cfg.window[0]).__dict__
-    total = 0
-    for split in SPLITS:
-        batches = []
-        for r in (r for r in ok if r["split"] == split):
-            one = {k: np.array([r[k]]) for k in ("case_id", "image_uri", "mask_uri")}
-            batches.append(case_slices(one, to_dict(cfg), stats))
-        if not batches:
-            continue
-        table = pa.concat_tables(batches)
-        (output / split).mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, output / split / "part-0.parquet", row_group_size=len(table),
-                       **PARQUET_ARGS)  # fmt: skip
-        total += len(table)
-    return total
+    keys = ("case_id", "image_uri", "mask_uri", "split")
+    written, pending, limit = 0, [], rows_per_file(cfg, "slices")
+    for i, r in enumerate(ok):
+        # Flush like the Ray sink does (about rows_per_file rows a file), never all in memory.
+        pending.append(case_slices({k: np.array([r[k]]) for k in keys}, to_dict(cfg), stats))
+        if sum(map(len, pending)) >= limit or i == len(ok) - 1:
+            written += sum(
+                write_split_tables(str(output / "slices"), pa.concat_tables(pending)).values()
+            )
+            pending = []
+    grids = {k: np.stack([r[k] for r in ok]) for k in ("case_id", "grid_hu", "grid_mask")}
+    splits = {int(r["case_id"]): r["split"] for r in ok}
+    write_split_tables(str(output / "volumes"), normalise_volumes(grids, stats, splits))
+    return written
 
 
 def _warm(row: dict[str, Any]) -> dict[str, Any]:
@@ -53,19 +59,25 @@ def _warm(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def bench_preprocess(cases: int, size: int, seed: int = 0) -> dict[str, Any]:
-    """Generate ``cases`` volumes at ``size`` px, time Ray Data vs the serial loop."""
+def bench_preprocess(
+    cases: int, size: int, seed: int = 0, data: str | None = None
+) -> dict[str, Any]:
+    """Time Ray Data vs the serial loop on ``data`` (a LiTS folder) or on ``cases`` volumes
+    generated at ``size`` px."""
     import ray
 
     from livseg.data import preprocess
     from livseg.runtime import init_ray
-    from livseg.synthetic import write_dataset
+    from livseg.synthetic_files import write_dataset
 
     init_ray()
     cfg = PreprocessConfig(size=min(size, 256), seed=seed)
     with tempfile.TemporaryDirectory() as tmp:
-        raw = Path(tmp, "raw")
-        write_dataset(raw, cases, seed=seed, size=size)
+        raw = Path(data or Path(tmp, "raw"))
+        if data is None:
+            write_dataset(raw, cases, seed=seed, size=size)
+        else:
+            cases = len(discover_cases(data))
         # Warm the worker pool so both sides start from running processes with our modules
         # imported (the serial loop runs in this process, which has them already).
         ray.data.range(8, override_num_blocks=8).map(_warm).materialize()

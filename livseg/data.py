@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import logging
 import time
@@ -38,7 +37,7 @@ from livseg.preprocess import (
     volume_grid,
     zscore,
 )
-from livseg.shards import PARQUET_ARGS, encode_tensors
+from livseg.shards import encode_tensors, split_sink, table_bytes
 from livseg.volumes import VolumeError, read_case
 
 log = logging.getLogger(__name__)
@@ -106,10 +105,12 @@ def case_slices(
             log.warning("case %s skipped in pass 2: %s", case_id, _error_text(exc))
             continue
         sample["case_id"] = np.full(len(kept), case_id, np.int64)
+        sample["split"] = np.full(len(kept), str(batch["split"][i]))
         parts.append(sample)
     if not parts:
         empty = slice_samples(np.zeros((cfg.size, cfg.size, 1), np.float32), None, [], cfg, stats)
         empty["case_id"] = np.zeros(0, np.int64)
+        empty["split"] = np.zeros(0, dtype=str)
         parts.append(empty)
     out = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
     out["has_liver"] = (out["mask"] > 0).any(axis=(1, 2))
@@ -117,11 +118,23 @@ def case_slices(
     return encode_tensors(out)
 
 
-def normalise_volumes(batch: dict[str, np.ndarray], stats_dict: dict[str, Any]) -> pa.Table:
-    """Pass-1 grids → volume rows: ``image`` (N, 1, X, Y, Z) float16, ``mask`` (N, X, Y, Z)."""
+def normalise_volumes(
+    batch: dict[str, np.ndarray], stats_dict: dict[str, Any], splits: dict[int, str]
+) -> pa.Table:
+    """Pass-1 grids of usable cases → volume rows with their split: ``image`` (N, 1, X, Y, Z)
+    float16, ``mask`` (N, X, Y, Z); cases missing from ``splits`` (failed ones) are dropped."""
     stats = IntensityStats(**stats_dict)
-    image = zscore(batch["grid_hu"], stats.mean, stats.std)[:, None].astype(np.float16)
-    return encode_tensors({"case_id": batch["case_id"], "image": image, "mask": batch["grid_mask"]})
+    keep = np.array([int(c) in splits for c in batch["case_id"]], bool)
+    image = zscore(batch["grid_hu"][keep], stats.mean, stats.std)[:, None].astype(np.float16)
+    case_ids = batch["case_id"][keep]
+    return encode_tensors(
+        {
+            "case_id": case_ids,
+            "image": image,
+            "mask": batch["grid_mask"][keep],
+            "split": np.array([splits[int(c)] for c in case_ids], dtype=str),
+        }
+    )
 
 
 def _fingerprint(input_uri: str, cfg: PreprocessConfig) -> str:
@@ -148,24 +161,13 @@ def rows_per_file(cfg: PreprocessConfig, kind: str) -> int:
     return max(1, cfg.shard_mb * 2**20 // row_bytes)
 
 
-def _write_split(ds: Any, folder: str, rows: int, fingerprint: str, cases: int) -> None:
-    from ray.data import SaveMode
-
-    fs, path = storage.filesystem(folder)
-    ds.write_parquet(
-        path,
-        filesystem=fs,
-        min_rows_per_file=rows,
-        row_group_size=rows,  # one large row group per file: few, big sequential reads
-        mode=SaveMode.OVERWRITE,  # replaces what an interrupted earlier run left behind
-        # Different resources keep Write from fusing with the per-case map: fused, the file-size
-        # bundling above would hand every case of a split to one task (measured: serial).
-        ray_remote_args={"num_cpus": 0.5},
-        **PARQUET_ARGS,
-    )
-    storage.write_text(
-        storage.join(folder, DONE_MARKER), json.dumps({"fingerprint": fingerprint, "cases": cases})
-    )
+def _write_kind(ds: Any, folder: str, rows: int, fingerprint: str) -> None:
+    """Write one shard kind (``slices`` or ``volumes``) for every split, then mark it done."""
+    storage.delete_dir(folder)  # what an interrupted earlier run left behind
+    # Write tasks ask for fewer CPUs than the per-case map, which keeps Ray from fusing the two:
+    # fused, the rows-per-file bundling handed every case to one task (measured: serial).
+    ds.write_datasink(split_sink(folder, rows), ray_remote_args={"num_cpus": 0.1})
+    storage.write_text(storage.join(folder, DONE_MARKER), json.dumps({"fingerprint": fingerprint}))
 
 
 def _index_table(rows: list[dict[str, Any]]) -> pa.Table:
@@ -186,12 +188,6 @@ def parquet_rows(folder: str) -> int:
             with fs.open_input_file(storage.filesystem(uri)[1]) as handle:
                 total += pq.ParquetFile(handle).metadata.num_rows
     return total
-
-
-def _table_bytes(table: pa.Table) -> bytes:
-    sink = io.BytesIO()
-    pq.write_table(table, sink)
-    return sink.getvalue()
 
 
 def preprocess(input_uri: str, output_uri: str, cfg: PreprocessConfig) -> dict[str, Any]:
@@ -251,35 +247,31 @@ def _preprocess(
     if not train_hist:
         raise ValueError(f"{input_uri}: no usable training case; see index errors: {_errors(rows)}")
     stats = stats_from_histogram(np.sum(train_hist, axis=0), cfg.window[0])
-    storage.write_bytes(storage.join(output_uri, "index.parquet"), _table_bytes(_index_table(rows)))
+    storage.write_bytes(storage.join(output_uri, "index.parquet"), table_bytes(_index_table(rows)))
 
     stats_dict = stats.__dict__
+    ok = [r for r in rows if r["status"] == "ok"]
     jobs = []
-    for split in SPLITS:
-        ok = [r for r in rows if r["split"] == split and r["status"] == "ok"]
-        if not ok:
-            continue
-        wanted = {r["case_id"] for r in ok}
-        slice_folder = storage.join(output_uri, "slices", split)
-        if not _done(slice_folder, fingerprint):
-            slice_ds = ray.data.from_items(
-                [{k: r[k] for k in ("case_id", "image_uri", "mask_uri")} for r in ok],
-                override_num_blocks=len(ok),
-            ).map_batches(
-                case_slices,
-                batch_size=1,
-                fn_kwargs={"cfg_dict": to_dict(cfg), "stats_dict": stats_dict},
-            )
-            jobs.append((slice_ds, slice_folder, rows_per_file(cfg, "slices"), len(ok)))
-        volume_folder = storage.join(output_uri, "volumes", split)
-        if not _done(volume_folder, fingerprint):
-            volume_ds = inspected.filter(
-                lambda r, wanted=wanted: r["case_id"] in wanted
-            ).map_batches(normalise_volumes, fn_kwargs={"stats_dict": stats_dict})
-            jobs.append((volume_ds, volume_folder, rows_per_file(cfg, "volumes"), len(ok)))
-    # Splits run side by side so small splits do not leave cores idle.
+    slice_folder = storage.join(output_uri, "slices")
+    if not _done(slice_folder, fingerprint):
+        slice_ds = ray.data.from_items(
+            [{k: r[k] for k in ("case_id", "image_uri", "mask_uri", "split")} for r in ok],
+            override_num_blocks=len(ok),
+        ).map_batches(
+            case_slices,
+            batch_size=1,
+            fn_kwargs={"cfg_dict": to_dict(cfg), "stats_dict": stats_dict},
+        )
+        jobs.append((slice_ds, slice_folder, rows_per_file(cfg, "slices")))
+    volume_folder = storage.join(output_uri, "volumes")
+    if not _done(volume_folder, fingerprint):
+        splits = {int(r["case_id"]): r["split"] for r in ok}
+        volume_ds = inspected.map_batches(
+            normalise_volumes, fn_kwargs={"stats_dict": stats_dict, "splits": splits}
+        )
+        jobs.append((volume_ds, volume_folder, rows_per_file(cfg, "volumes")))
     with ThreadPoolExecutor(max_workers=max(len(jobs), 1)) as pool:
-        futures = [pool.submit(_write_split, d, f, r, fingerprint, n) for d, f, r, n in jobs]
+        futures = [pool.submit(_write_kind, ds, f, n, fingerprint) for ds, f, n in jobs]
         for future in futures:
             future.result()
 

@@ -8,29 +8,16 @@ darker than the liver, with blurred edges.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import math
-import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-import nibabel as nib
 import numpy as np
-import pydicom
 from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, ornt_transform
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from scipy import ndimage
 
 AIR_HU, FAT_HU, MUSCLE_HU, LUNG_HU, GAS_HU = -1000.0, -100.0, 50.0, -850.0, -900.0
 HU_RANGE = (-1024, 3071)
 FILE_AXCODES = ("RAS", "LAS", "LPS", "RPS", "LPI", "RAI")
-LAYOUTS = ("flat", "kaggle")
-VOLUMES_PER_PART = 50  # Kaggle LiTS: volume_pt1 .. volume_pt5
 _SLAB_VOXELS = 1 << 22  # body, skeleton and noise passes run in z-slabs of about this many voxels
 _INF = math.inf
 
@@ -368,7 +355,7 @@ def _add_noise(hu: np.ndarray, g: _Grid, sigma: float, corr: float, rng) -> None
         hu[sl] = ndimage.gaussian_filter(hu[sl], (0.5, 0.5, 0)) + gain * noise
 
 
-def _check_int(name: str, value, lo: int, hi: int | None = None) -> None:
+def check_int(name: str, value, lo: int, hi: int | None = None) -> None:
     ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
     if not ok or value < lo or (hi is not None and value > hi):
         want = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
@@ -385,10 +372,10 @@ def generate_case(
     (world RAS mm; ``voxels`` = labelled voxels, 0 for a tumour lost to coarse sampling),
     noise_sigma, axcodes, seed and size.
     """
-    _check_int("case_id", case_id, 0)
-    _check_int("seed", seed, 0)
-    _check_int("size", size, 32, 1024)
-    _check_int("max_tumours", max_tumours, 0, 50)
+    check_int("case_id", case_id, 0)
+    check_int("seed", seed, 0)
+    check_int("size", size, 32, 1024)
+    check_int("max_tumours", max_tumours, 0, 50)
     rng = np.random.default_rng([seed, case_id])  # same draws for every size: similar anatomy
     sp = rng.uniform(0.6, 1.0) * 512 / size
     dz = rng.uniform(0.8, 5.0) * math.sqrt(512 / size)
@@ -444,134 +431,3 @@ def generate_case(
         spacing=(float(sp), float(sp), float(dz)),
         truth=truth,
     )
-
-
-def _replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Run ``write(tmp)`` on a temp file next to ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; others (e.g. Ray workers in containers) read it
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_case_nifti(case: SyntheticCase, volume_path: str | Path, mask_path: str | Path) -> None:
-    """Write CT (int16) and labels (uint8) as .nii or .nii.gz; qform = sform = affine, code 1."""
-    pairs = [(case.ct, Path(volume_path)), (case.labels, Path(mask_path))]
-    for _, path in pairs:
-        if not path.name.endswith((".nii", ".nii.gz")):
-            raise ValueError(f"{path}: expected a file name ending in .nii or .nii.gz")
-    for arr, path in pairs:
-        img = nib.Nifti1Image(arr, case.affine)
-        img.set_qform(case.affine, code=1)
-        img.set_sform(case.affine, code=1)
-        img.header.set_xyzt_units("mm")
-        data = img.to_bytes()
-        if path.name.endswith(".gz"):
-            data = gzip.compress(data, compresslevel=1, mtime=0)
-        _replace_atomically(path, lambda tmp, data=data: tmp.write_bytes(data))
-
-
-def write_case_dicom(
-    case: SyntheticCase, folder: str | Path, *, patient_id: str | None = None
-) -> None:
-    """Write the CT as a DICOM series, one file per slice along axis 2, files named by UID hash.
-
-    Pixel (row r, column c) of slice k is ``ct[c, r, k]``; stored unsigned with intercept -1024.
-    """
-    folder, pid = Path(folder), f"SYN{case.case_id:04d}" if patient_id is None else patient_id
-    if not 0 < len(pid) <= 64 or "\\" in pid:
-        raise ValueError(f"patient_id={pid!r}: expected 1-64 characters without a backslash")
-    key = ["livseg", str(case.truth.get("seed", 0)), str(case.case_id), str(case.ct.shape)]
-    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ case.affine  # DICOM patient space is LPS
-    iop = np.concatenate([lps[:3, 0] / case.spacing[0], lps[:3, 1] / case.spacing[1]])
-    fmt = lambda vals: [f"{float(v):.10g}" for v in vals]  # noqa: E731  (DS: at most 16 chars)
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = CTImageStorage
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    uids = (generate_uid(entropy_srcs=[*key, p]) for p in ("study", "series", "frame"))
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = uids
-    ds.update(
-        dict(
-            Modality="CT", PatientID=pid, PatientName="Synthetic^Case", StudyID="1",
-            SeriesNumber=1, ImageType=["ORIGINAL", "PRIMARY", "AXIAL"], RescaleType="HU",
-            ImageOrientationPatient=fmt(iop), PixelSpacing=fmt(case.spacing[1::-1]),
-            SliceThickness=fmt(case.spacing[2:])[0], SpacingBetweenSlices=fmt(case.spacing[2:])[0],
-            Rows=case.ct.shape[1], Columns=case.ct.shape[0], SamplesPerPixel=1,
-            PhotometricInterpretation="MONOCHROME2", PixelRepresentation=0, BitsAllocated=16,
-            BitsStored=12, HighBit=11, RescaleIntercept="-1024", RescaleSlope="1",
-            WindowCenter="40", WindowWidth="400",
-        )
-    )  # fmt: skip
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
-        os.chmod(tmp, 0o755)
-        for k in range(case.ct.shape[2]):
-            sop = generate_uid(entropy_srcs=[*key, "sop", str(k)])
-            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = sop
-            pos = (lps @ [0, 0, k, 1])[:3]
-            ds.InstanceNumber, ds.ImagePositionPatient, ds.SliceLocation = (
-                k + 1,
-                fmt(pos),
-                fmt(pos)[2],
-            )
-            ds.PixelData = (case.ct[:, :, k].T.astype(np.int32) + 1024).astype("<u2").tobytes()
-            path = tmp / (hashlib.sha1(sop.encode()).hexdigest()[:20] + ".dcm")
-            if int(pydicom.__version__.split(".")[0]) >= 3:
-                ds.save_as(path, enforce_file_format=True)
-            else:  # pydicom 2.x
-                ds.is_little_endian, ds.is_implicit_VR = True, False
-                ds.save_as(path, write_like_original=False)
-        if folder.exists():  # refresh in place: the same UIDs give the same names
-            for f in tmp.iterdir():
-                os.replace(f, folder / f.name)
-            tmp.rmdir()
-        else:
-            os.replace(tmp, folder)  # the folder appears complete or not at all
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def write_dataset(
-    out: str | Path,
-    cases: int,
-    *,
-    seed: int = 0,
-    size: int = 128,
-    layout: str = "flat",
-    dicom: bool = False,
-    start: int = 0,
-) -> list[Path]:
-    """Write cases start..start+cases-1 and return their volume paths (existing ones are kept).
-
-    flat: out/volume-N.nii.gz, out/segmentation-N.nii.gz. kaggle: out/volume_ptP/volume-N.nii
-    (50 per part) and out/segmentations/segmentation-N.nii. dicom: also out/dicom/volume-N/.
-    """
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout={layout!r}: expected one of {', '.join(LAYOUTS)}")
-    _check_int("cases", cases, 0)
-    _check_int("start", start, 0)
-    _check_int("size", size, 32, 1024)
-    out, volumes = Path(out), []
-    for n in range(start, start + cases):
-        if layout == "flat":
-            vol, seg = out / f"volume-{n}.nii.gz", out / f"segmentation-{n}.nii.gz"
-        else:
-            vol = out / f"volume_pt{n // VOLUMES_PER_PART + 1}" / f"volume-{n}.nii"
-            seg = out / "segmentations" / f"segmentation-{n}.nii"
-        dcm = out / "dicom" / f"volume-{n}"
-        if not (vol.exists() and seg.exists() and (not dicom or dcm.is_dir())):
-            case = generate_case(n, seed, size)
-            if dicom:
-                write_case_dicom(case, dcm)
-            write_case_nifti(case, vol, seg)  # last: its files mark the case as done
-        volumes.append(vol)
-    return volumes

@@ -16,7 +16,7 @@ from livseg import shards
 from livseg.config import PreprocessConfig
 from livseg.data import preprocess
 from livseg.preprocess import IntensityStats, slice_samples
-from livseg.synthetic import write_dataset
+from livseg.synthetic_files import write_dataset
 from livseg.volumes import read_case
 
 CFG = PreprocessConfig(size=64, context=1, volume_size=(32, 32, 32), other_fraction=0.2)
@@ -151,15 +151,15 @@ def test_rerun_resumes(local_run, lits):
     root, _ = lits
     again = preprocess(str(root), str(out), CFG)
     assert again["resumed"] == "already complete"
-    # an interrupted run: the record and one split are missing, the rest is kept
-    train_files = {p: p.stat().st_mtime_ns for p in (out / "slices" / "train").glob("*.parquet")}
+    # an interrupted run: the volume shards finished, the slice shards and the record did not
+    volume_files = {p: p.stat().st_mtime_ns for p in (out / "volumes").rglob("*.parquet")}
     (out / "preprocess.json").unlink()
+    (out / "slices" / "_livseg_done.json").unlink()
     shutil.rmtree(out / "slices" / "val")
     resumed = preprocess(str(root), str(out), CFG)
     assert "resumed" not in resumed and resumed["splits"]["val"]["slices"] > 0
-    assert {p: p.stat().st_mtime_ns for p in (out / "slices" / "train").glob("*.parquet")} == (
-        train_files
-    )
+    assert resumed["splits"] == again["splits"]
+    assert {p: p.stat().st_mtime_ns for p in (out / "volumes").rglob("*.parquet")} == volume_files
 
 
 def test_s3_gives_identical_shards(ray_session, s3_server, lits, local_run):

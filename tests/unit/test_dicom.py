@@ -10,7 +10,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from livseg.synthetic import generate_case, write_case_dicom, write_case_nifti
+from livseg.synthetic import generate_case
+from livseg.synthetic_files import write_case_dicom, write_case_nifti
 from livseg.volumes import VolumeError, read_dicom_series, read_nifti, read_volume, write_mask
 
 

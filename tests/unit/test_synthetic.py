@@ -9,7 +9,8 @@ import pytest
 from scipy import ndimage
 
 from livseg import synthetic
-from livseg.synthetic import generate_case, write_case_dicom, write_case_nifti, write_dataset
+from livseg.synthetic import generate_case
+from livseg.synthetic_files import write_case_dicom, write_case_nifti, write_dataset
 
 SIZE = 64
 CASE_IDS = range(16)
