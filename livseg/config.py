@@ -30,7 +30,8 @@ class PreprocessConfig:
     bilateral_sigma_space: float = 3.0  # spatial kernel σ (pixels)
     label_mode: str = "multiclass"  # "multiclass" 0/1/2 or the study's "binary" liver+tumour
     margin: int = 4  # slices kept above and below the liver
-    other_fraction: float = 0.1  # fraction of the remaining (liver-free) slices kept
+    other_fraction: float = 0.1  # fraction of the other (liver-free) training slices kept;
+    # validation and test cases keep every slice
     volume_size: tuple[int, int, int] = (64, 64, 64)  # fixed 3-D grid for the V-Net (X, Y, Z)
     split: tuple[float, float, float] = (0.7, 0.2, 0.1)  # train / test / val, as in the study
     seed: int = 0

@@ -99,7 +99,9 @@ def case_slices(
         try:
             volume, labels = read_case(str(batch["image_uri"][i]), str(batch["mask_uri"][i]))
             rng = np.random.default_rng([cfg.seed, case_id])
-            kept = select_slices(labels, cfg.margin, cfg.other_fraction, rng)
+            # Validation and test cases keep every slice so per-case 3-D scores are exact.
+            fraction = cfg.other_fraction if batch["split"][i] == "train" else 1.0
+            kept = select_slices(labels, cfg.margin, fraction, rng)
             sample = slice_samples(volume.array, labels, kept, cfg, stats)
         except Exception as exc:  # noqa: BLE001 - passed pass 1; a flaky read must not kill all
             log.warning("case %s skipped in pass 2: %s", case_id, _error_text(exc))

@@ -1,0 +1,76 @@
+"""Train the study's architectures with Ray Train (DDP) on preprocessed shards.
+
+    python jobs/train.py --data SHARDS --arch unet-resnet34 [--arch vnet | --arch all]
+        [--workers 2] [--gpu] [--epochs 20] [--loss-weights dice=0.8,focal=0.2]
+        [--encoder-weights none|imagenet|PATH] [--storage URI] [--name NAME]
+
+Writes checkpoints, history.csv and curves.png under STORAGE/NAME/ARCH/ and, for several
+architectures, STORAGE/NAME/comparison.csv. Rerunning the same --name resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from livseg import cli
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--data", required=True, help="shard folder or s3:// prefix (preprocess.py)")
+    p.add_argument("--arch", action="append", help="unet | unet-resnet34 | unet-<encoder> | "
+                   "vnet | all (repeatable; default unet-resnet34)")  # fmt: skip
+    p.add_argument("--workers", type=int, help="DDP workers (default 2)")
+    p.add_argument("--gpu", action="store_true", help="one GPU per worker, NCCL, bf16")
+    p.add_argument("--epochs", type=int, help="maximum epochs (default 20)")
+    p.add_argument("--loss-weights", help="e.g. dice=0.8,focal=0.2[,gamma=2]")
+    p.add_argument("--encoder-weights", help="none | imagenet | PATH or s3:// state dict")
+    p.add_argument("--storage", help="where runs go (default livseg-work/runs)")
+    p.add_argument("--name", help="run name; the same name resumes (default 'default')")
+    p.add_argument("--config", help="YAML/JSON file with TrainConfig keys")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a TrainConfig key, e.g. --set lr=1e-3 (repeatable)")  # fmt: skip
+    return p
+
+
+def train_config(args: argparse.Namespace, **defaults):
+    """TrainConfig from file, --set overrides and the named flags (flags win)."""
+    from livseg.config import load
+    from livseg.losses import parse_loss_weights
+    from livseg.train import TrainConfig
+
+    overrides = [f"{k}={v}" for k, v in defaults.items()] + list(args.set)
+    named = {
+        "data": args.data, "workers": args.workers, "epochs": args.epochs,
+        "encoder_weights": args.encoder_weights, "storage": args.storage, "name": args.name,
+    }  # fmt: skip
+    overrides += [f"{k}={v}" for k, v in named.items() if v is not None]
+    if args.gpu:
+        overrides.append("gpu=true")
+    if args.loss_weights:
+        overrides += [f"{k}={v}" for k, v in parse_loss_weights(args.loss_weights).items()]
+    return load(TrainConfig, args.config, overrides)
+
+
+def archs(args: argparse.Namespace) -> list[str]:
+    from livseg.runs import STUDY_ARCHS
+
+    chosen = args.arch or ["unet-resnet34"]
+    return list(STUDY_ARCHS) if "all" in chosen else chosen
+
+
+def main(args: argparse.Namespace) -> int:
+    from livseg.runs import fit_all, format_comparison
+
+    cfg = train_config(args)
+    rows = fit_all(cfg, archs(args))
+    print(format_comparison(rows))
+    for row in rows:
+        print(f"{row['arch']}: best checkpoint {row['checkpoint']}")
+    print(f"runs: {cfg.storage}/{cfg.name}/ (history.csv, curves.png, comparison.csv)")
+    return cli.EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main, parser()))

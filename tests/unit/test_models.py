@@ -1,0 +1,96 @@
+"""A forward + backward pass per architecture, and encoder weights from files."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+
+from livseg.models import available_archs, build_model, is_volumetric
+
+
+@pytest.mark.parametrize(
+    "arch, in_channels, shape",
+    [
+        ("unet", 3, (2, 3, 64, 64)),
+        ("unet-resnet34", 5, (2, 5, 64, 64)),
+        ("unet-inceptionv4", 1, (1, 1, 64, 64)),
+        ("vnet", 1, (1, 1, 32, 32, 32)),
+    ],
+)
+def test_forward_backward(arch, in_channels, shape):
+    torch.manual_seed(0)
+    model = build_model(arch, in_channels=in_channels, classes=3)
+    x = torch.randn(shape)
+    out = model(x)
+    assert out.shape == (shape[0], 3, *shape[2:])
+    out.mean().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+    assert is_volumetric(arch) == (len(shape) == 5)
+
+
+def test_unknown_arch_lists_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown arch 'unet-resnet35'.*unet-resnet34"):
+        build_model("unet-resnet35", 3, 3)
+    assert {"unet", "vnet", "unet-resnet34", "unet-inceptionv4"} <= set(available_archs())
+
+
+def test_plain_archs_refuse_encoder_weights():
+    with pytest.raises(ValueError, match="no pretrained encoder"):
+        build_model("unet", 3, 3, encoder_weights="imagenet")
+
+
+def _resnet34_file(tmp_path):
+    torch.manual_seed(1)
+    state = torchvision.models.resnet34(weights=None).state_dict()  # torchvision naming
+    path = tmp_path / "resnet34.pth"
+    torch.save(state, path)
+    return path, state
+
+
+@pytest.mark.parametrize("in_channels", [3, 1, 5])
+def test_encoder_weights_from_file(tmp_path, in_channels):
+    path, state = _resnet34_file(tmp_path)
+    model = build_model("unet-resnet34", in_channels, 3, encoder_weights=str(path))
+    loaded = model.encoder.state_dict()
+    for key, value in state.items():
+        if key.startswith("fc."):
+            continue
+        if key == "conv1.weight" and in_channels != 3:
+            if in_channels == 1:  # smp's rule: sum the RGB filters
+                torch.testing.assert_close(loaded[key], value.sum(1, keepdim=True))
+            assert loaded[key].shape[1] == in_channels
+            continue
+        torch.testing.assert_close(loaded[key], value)
+
+
+def test_wrong_key_set_names_the_keys(tmp_path):
+    path, state = _resnet34_file(tmp_path)
+    state = {("stem." + k if k.startswith("conv1") else k): v for k, v in state.items()}
+    del state["layer4.2.bn2.weight"]
+    torch.save(state, tmp_path / "bad.pth")
+    with pytest.raises(ValueError) as info:
+        build_model("unet-resnet34", 3, 3, encoder_weights=str(tmp_path / "bad.pth"))
+    message = str(info.value)
+    assert "conv1.weight" in message and "layer4.2.bn2.weight" in message
+    assert "stem.conv1.weight" in message
+
+
+def test_missing_or_garbage_weights_file(tmp_path):
+    with pytest.raises(ValueError, match="cannot read"):
+        build_model("unet-resnet34", 3, 3, encoder_weights=str(tmp_path / "nope.pth"))
+    (tmp_path / "junk.pth").write_text("not a tensor file")
+    with pytest.raises(ValueError, match="not a torch state dict"):
+        build_model("unet-resnet34", 3, 3, encoder_weights=str(tmp_path / "junk.pth"))
+
+
+def test_encoder_weights_from_s3(tmp_path, s3_server):
+    import boto3
+
+    path, state = _resnet34_file(tmp_path)
+    bucket = s3_server("weights")
+    boto3.client("s3").upload_file(str(path), "weights", "enc/resnet34.pth")
+    model = build_model("unet-resnet34", 3, 3, encoder_weights=f"{bucket}/enc/resnet34.pth")
+    torch.testing.assert_close(model.encoder.state_dict()["layer1.0.conv1.weight"],
+                               state["layer1.0.conv1.weight"])  # fmt: skip

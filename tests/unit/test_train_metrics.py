@@ -1,0 +1,56 @@
+import math
+
+import torch
+
+from livseg.augment import AugmentConfig, augment_slices
+from livseg.metrics import (
+    case_counts,
+    confusion,
+    dice_from_counts,
+    foreground_iou_f1,
+    summarise_cases,
+)
+
+
+def test_case_counts_add_over_batches():
+    pred = torch.tensor([[[1, 1], [2, 0]], [[0, 0], [0, 0]], [[1, 2], [2, 2]]])
+    ref = torch.tensor([[[1, 0], [2, 2]], [[0, 0], [0, 0]], [[1, 1], [2, 0]]])
+    case = torch.tensor([0, 1, 0])
+    counts = case_counts(pred[:2], ref[:2], case[:2], 2) + case_counts(
+        pred[2:], ref[2:], case[2:], 2
+    )
+    # case 0 liver (≥1): pred 7 voxels, ref 6, overlap 5; tumour: pred 4, ref 3, overlap 2
+    assert counts[0, 0].tolist() == [5, 7, 6] and counts[0, 1].tolist() == [2, 4, 3]
+    dice = dice_from_counts(counts)
+    assert dice[0, 0].item() == 10 / 13 and dice[0, 1].item() == 4 / 7
+    assert dice[1].tolist() == [1.0, 1.0]  # nothing predicted, nothing there: LiTS says 1
+    summary = summarise_cases(counts)
+    assert summary["liver_dice"] == 10 / 13 and summary["cases"] == 1  # case 1 has no liver
+
+
+def test_missing_structure_is_nan_not_zero():
+    counts = torch.zeros(2, 2, 3, dtype=torch.float64)
+    counts[:, 0] = torch.tensor([[3.0, 4, 4], [1, 2, 2]])
+    assert math.isnan(summarise_cases(counts)["tumour_dice"])
+
+
+def test_confusion_and_foreground_scores():
+    pred = torch.tensor([0, 1, 1, 2, 0])
+    ref = torch.tensor([0, 1, 0, 2, 2])
+    conf = confusion(pred, ref, 3)
+    assert conf.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 1]]
+    iou, f1 = foreground_iou_f1(conf)  # tp 2, fp 1, fn 1
+    assert iou == 0.5 and f1 == 2 * 2 / (2 * 2 + 2)
+
+
+def test_augment_identity_and_label_set():
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randn(3, 5, 32, 32)
+    masks = torch.randint(0, 3, (3, 32, 32))
+    none = AugmentConfig(0.0, (1.0, 1.0), 0.0, 0.0, 0.0, 0.0, 0.0)
+    same_i, same_m = augment_slices(images, masks, none, gen)
+    torch.testing.assert_close(same_i, images, atol=1e-5, rtol=0)
+    assert torch.equal(same_m, masks)
+    out_i, out_m = augment_slices(images, masks, AugmentConfig(), gen)
+    assert out_i.shape == images.shape and out_m.dtype == torch.long
+    assert set(out_m.unique().tolist()) <= {0, 1, 2} and not torch.equal(out_m, masks)
