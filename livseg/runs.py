@@ -59,7 +59,7 @@ def _uri(path: str, storage_root: str) -> str:
 
 def fit(cfg: TrainConfig) -> dict[str, Any]:
     """Train one architecture; return its summary row (best validation metrics, checkpoint)."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from livseg.runtime import init_ray
@@ -92,6 +92,8 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
             ),
         ),
         datasets=_datasets(cfg),
+        # Validation is not split: an equal split drops rows; ranks share it batch by batch.
+        dataset_config=DataConfig(datasets_to_split=["train"]),
     )
     started = time.time()
     result = trainer.fit()

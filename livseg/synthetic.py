@@ -378,7 +378,7 @@ def generate_case(
     check_int("max_tumours", max_tumours, 0, 50)
     rng = np.random.default_rng([seed, case_id])  # same draws for every size: similar anatomy
     sp = rng.uniform(0.6, 1.0) * 512 / size
-    dz = rng.uniform(0.8, 5.0) * math.sqrt(512 / size)
+    dz = rng.uniform(0.8, 5.0)  # real CT: thin or thick slices, whatever the in-plane matrix
     fov = sp * size
     an = _draw_anatomy(rng, fov)
     _draw_detail(an, rng, max_tumours, gap=max(1.5 * sp, dz))

@@ -36,6 +36,7 @@ class TrainConfig:
     arch: str = "unet-resnet34"
     epochs: int = 20
     batch_size: int = 8
+    volume_batch_size: int = 2  # 3-D models (vnet): volumes per batch
     lr: float = 1e-4
     weight_decay: float = 0.0
     dice: float = 0.8
@@ -58,8 +59,8 @@ class TrainConfig:
     shuffle_buffer: int = 256  # rows in each worker's local shuffle buffer
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.workers < 1:
-            raise ValueError("epochs, batch_size and workers must be at least 1")
+        if min(self.epochs, self.batch_size, self.volume_batch_size, self.workers) < 1:
+            raise ValueError("epochs, batch sizes and workers must be at least 1")
         if self.lr <= 0:
             raise ValueError(f"lr={self.lr}: must be positive")
         if self.cpus_per_worker <= 0:
@@ -98,27 +99,37 @@ def train_epoch(model, loader, loss_fn, opt, cfg: TrainConfig, gen, classes: int
         conf += confusion(logits.detach().argmax(1), y, classes)
         if cfg.steps_per_epoch and step + 1 >= cfg.steps_per_epoch:
             break
+    if loss_sum[1] == 0:
+        raise ValueError("a training worker got no batch: too few training rows for --workers")
     return loss_sum, conf
 
 
 @torch.no_grad()
-def validate(model, loader, loss_fn, case_lookup: torch.Tensor, classes: int, cfg, device):
-    """Summed (loss·n, n), confusion and per-case counts over this worker's validation shard."""
-    model = unwrap(model).eval()  # no DDP: shards may differ in size across workers
+def validate(model, loader, loss_fn, case_lookup, classes: int, cfg, device, rank=0, world=1):
+    """Summed (loss·n, n), confusion and per-case counts of this rank's validation rows.
+
+    Every rank sees the whole validation set (it is not split: an equal split would drop rows)
+    and scores the cases with ``index % world == rank``, so the all-reduced counts cover each
+    row exactly once whatever order the rows arrive in.
+    """
+    model = unwrap(model).eval()  # no DDP: ranks score different numbers of rows
     n_cases = int((case_lookup >= 0).sum())
     loss_sum = torch.zeros(2, dtype=torch.float64, device=device)
     conf = torch.zeros(classes, classes, dtype=torch.float64, device=device)
     counts = torch.zeros(n_cases, 2, 3, dtype=torch.float64, device=device)
     for batch in loader:
-        x, y = batch["image"].float(), batch["mask"].long()
+        case_index = case_lookup[batch["case_id"].long()]
+        mine = case_index % world == rank
+        if not mine.any():
+            continue
+        x, y = batch["image"][mine].float(), batch["mask"][mine].long()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.gpu):
             logits = model(x).float()
-        loss_sum += torch.stack(
-            [loss_fn(logits, y).double() * len(x), x.new_tensor(len(x)).double()]
-        )
+        n = x.new_tensor(len(x)).double()
+        loss_sum += torch.stack([loss_fn(logits, y).double() * n, n])
         pred = logits.argmax(1)
         conf += confusion(pred, y, classes)
-        counts += case_counts(pred, y, case_lookup[batch["case_id"].long()], n_cases)
+        counts += case_counts(pred, y, case_index[mine], n_cases)
     return loss_sum, conf, counts
 
 
@@ -136,10 +147,12 @@ def train_loop(config: dict[str, Any]) -> None:
     cfg = from_dict(TrainConfig, config["train"])
     record = config["record"]
     rank = ray.train.get_context().get_world_rank()
+    world = ray.train.get_context().get_world_size()
     device = ray.train.torch.get_device()
     volumetric = is_volumetric(cfg.arch)
     classes = len(record["label_map"])
     in_channels = 1 if volumetric else record["channels"]
+    batch_size = min(cfg.batch_size, cfg.volume_batch_size) if volumetric else cfg.batch_size
     torch.manual_seed(cfg.seed)
     if not cfg.gpu:  # one thread per reserved CPU: two workers must not fight over two cores
         torch.set_num_threads(max(1, round(cfg.cpus_per_worker)))
@@ -177,15 +190,17 @@ def train_loop(config: dict[str, Any]) -> None:
     for epoch in range(state["epoch"], cfg.epochs):
         started = time.time()
         gen.manual_seed(cfg.seed * 100_003 + epoch * 1009 + rank)
+        # Equal shards (Ray Train's split) give every rank the same number of batches, which
+        # DDP needs; the last batch may be short rather than dropped (small volume sets).
         loader = train_shard.iter_torch_batches(
-            batch_size=cfg.batch_size, local_shuffle_buffer_size=cfg.shuffle_buffer,
-            device=device, drop_last=True, prefetch_batches=4,
+            batch_size=batch_size, local_shuffle_buffer_size=cfg.shuffle_buffer,
+            device=device, prefetch_batches=4,
         )  # fmt: skip
         t_loss, t_conf = train_epoch(model, loader, loss_fn, opt, cfg, gen, classes, device)
         sched.step()
-        v_loader = val_shard.iter_torch_batches(batch_size=2 * cfg.batch_size, device=device)
+        v_loader = val_shard.iter_torch_batches(batch_size=batch_size, device=device)
         v_loss, v_conf, counts = validate(
-            model, v_loader, loss_fn, case_lookup, classes, cfg, device
+            model, v_loader, loss_fn, case_lookup, classes, cfg, device, rank, world
         )
         _all_reduce(t_loss, t_conf, v_loss, v_conf, counts)
         cases = summarise_cases(counts.cpu())

@@ -1,0 +1,136 @@
+"""Distribution and entry points on real clusters: a killed training worker on a multi-node
+``ray.cluster_utils.Cluster``, and ``ray start --head`` + ``ray job submit`` of jobs/train.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from livseg.config import PreprocessConfig
+from livseg.data import preprocess
+from livseg.runs import fit
+from livseg.synthetic_files import write_dataset
+from livseg.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A head (no CPUs) and two 1-CPU worker nodes; the session's local Ray comes back after."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    had_session = ray.is_initialized()
+    ray.shutdown()
+    nodes = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False}
+    )
+    nodes.add_node(num_cpus=1)
+    nodes.add_node(num_cpus=1)
+    ray.init(address=nodes.address, log_to_driver=False)
+    root = tmp_path_factory.mktemp("cluster-data")
+    write_dataset(root / "raw", 6, seed=21, size=64)
+    preprocess(str(root / "raw"), str(root / "shards"), PreprocessConfig(size=64, context=1))
+    yield nodes, str(root / "shards")
+    ray.shutdown()
+    nodes.shutdown()
+    if had_session:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+
+
+def _train_worker_pids(nodes) -> list[int]:
+    """PIDs of RayTrainWorker processes started by this cluster's raylets (nobody else's)."""
+    raylets = {
+        info.process.pid
+        for node in nodes.list_all_nodes()
+        for info in node.all_processes.get("raylet", [])
+    }
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid in raylets and b"RayTrainWorker" in cmdline:
+            pids.append(int(proc.name))
+    return pids
+
+
+def test_killed_worker_resumes_from_last_checkpoint(cluster, tmp_path):
+    nodes, shards = cluster
+    cfg = TrainConfig(
+        data=shards, arch="unet", epochs=4, batch_size=8, lr=1e-3, workers=2, max_failures=3,
+        storage=str(tmp_path), name="fault",
+    )  # fmt: skip
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(fit, cfg)
+        deadline = time.time() + 300
+        while not list((tmp_path / "fault" / "unet").glob("checkpoint_*")):
+            assert time.time() < deadline and not future.done(), "no checkpoint appeared"
+            time.sleep(0.5)
+        pids = _train_worker_pids(nodes)
+        assert pids, "no training worker process found"
+        os.kill(pids[0], signal.SIGKILL)
+        row = future.result(timeout=600)
+    assert row["resumed_from_epoch"] > 0  # restored epoch and optimizer, not from scratch
+    assert row["epochs"] == 4
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_ray_job_submit_runs_training(cluster, tmp_path):
+    _, shards = cluster
+    dashboard = _free_port()
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    env.pop("RAY_ADDRESS")
+    head = subprocess.Popen(
+        [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
+         f"--port={_free_port()}", f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1",
+         f"--ray-client-server-port={_free_port()}",
+         f"--dashboard-agent-listen-port={_free_port()}",
+         "--num-cpus=2", f"--temp-dir={tmp_path / 'ray'}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{dashboard}"
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/api/version", timeout=2)
+                break
+            except OSError:
+                assert time.time() < deadline and head.poll() is None, "head did not start"
+                time.sleep(1)
+        job = subprocess.run(
+            [sys.executable, "-m", "ray.scripts.scripts", "job", "submit", "--address", url,
+             "--working-dir", str(ROOT), "--", "python", "jobs/train.py", "--data", shards,
+             "--arch", "unet-resnet34", "--epochs", "1", "--workers", "1",
+             "--storage", str(tmp_path / "runs"), "--name", "submitted"],
+            env=env, capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+        assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+        assert "best checkpoint" in job.stdout
+        assert (tmp_path / "runs" / "submitted" / "comparison.csv").is_file()
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # only the processes of the head we started
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
