@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -78,14 +81,15 @@ def test_killed_worker_resumes_from_last_checkpoint(cluster, tmp_path):
     with ThreadPoolExecutor(1) as pool:
         future = pool.submit(fit, cfg)
         deadline = time.time() + 300
-        while not list((tmp_path / "fault" / "unet").glob("checkpoint_*")):
+        # the controller's snapshot appears once a reported checkpoint is registered
+        while not (tmp_path / "fault" / "unet" / "checkpoint_manager_snapshot.json").exists():
             assert time.time() < deadline and not future.done(), "no checkpoint appeared"
             time.sleep(0.5)
         pids = _train_worker_pids(nodes)
         assert pids, "no training worker process found"
         os.kill(pids[0], signal.SIGKILL)
         row = future.result(timeout=600)
-    assert row["resumed_from_epoch"] > 0  # restored epoch and optimizer, not from scratch
+    assert row["resumed_from_epoch"] > 0, row  # restored epoch and optimizer, not from scratch
     assert row["epochs"] == 4
 
 
@@ -98,15 +102,19 @@ def _free_port() -> int:
 def test_ray_job_submit_runs_training(cluster, tmp_path):
     _, shards = cluster
     dashboard = _free_port()
-    env = {**os.environ, "RAY_ADDRESS": ""}
-    env.pop("RAY_ADDRESS")
+    # The secure path the README shows: token auth on; the CLI finds ~/.ray/auth_token.
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_AUTH_MODE": "token"}
+    # The job's `python` must be this interpreter (as in an activated venv).
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    log = open(tmp_path / "head.log", "w")  # noqa: SIM115 - closed with the head below
+    temp_dir = tempfile.mkdtemp(prefix="rayj", dir="/tmp")  # socket paths must stay short
     head = subprocess.Popen(
         [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
          f"--port={_free_port()}", f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1",
          f"--ray-client-server-port={_free_port()}",
          f"--dashboard-agent-listen-port={_free_port()}",
-         "--num-cpus=2", f"--temp-dir={tmp_path / 'ray'}"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+         "--num-cpus=2", f"--temp-dir={temp_dir}"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     try:
         url = f"http://127.0.0.1:{dashboard}"
@@ -115,8 +123,11 @@ def test_ray_job_submit_runs_training(cluster, tmp_path):
             try:
                 urllib.request.urlopen(f"{url}/api/version", timeout=2)
                 break
+            except urllib.error.HTTPError:  # answering (401: token auth is on, as it should be)
+                break
             except OSError:
-                assert time.time() < deadline and head.poll() is None, "head did not start"
+                alive = head.poll() is None
+                assert time.time() < deadline and alive, (tmp_path / "head.log").read_text()[-3000:]
                 time.sleep(1)
         job = subprocess.run(
             [sys.executable, "-m", "ray.scripts.scripts", "job", "submit", "--address", url,
@@ -129,8 +140,11 @@ def test_ray_job_submit_runs_training(cluster, tmp_path):
         assert "best checkpoint" in job.stdout
         assert (tmp_path / "runs" / "submitted" / "comparison.csv").is_file()
     finally:
-        os.killpg(head.pid, signal.SIGTERM)  # only the processes of the head we started
+        if head.poll() is None:
+            os.killpg(head.pid, signal.SIGTERM)  # only the processes of the head we started
         try:
             head.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
+        log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
