@@ -11,7 +11,7 @@ import sys
 
 from livseg import cli
 
-STAGES = ("preprocess",)
+STAGES = ("preprocess", "train")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -25,13 +25,21 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    from livseg.benchmark import bench_preprocess, write_result
+    from livseg.benchmark import bench_preprocess, bench_train, write_result
 
     for stage in args.stage or STAGES:
         if stage == "preprocess":
             # Real LiTS volumes are 512² in-plane; smaller ones under-state the per-case work.
             result = bench_preprocess(
                 cases=4 if args.quick else 16, size=256 if args.quick else 512, data=args.data
+            )
+        elif stage == "train":
+            result = bench_train(
+                cases=4 if args.quick else (48 if args.gpu else 8),
+                size=128 if args.quick or not args.gpu else 256,
+                steps=10 if args.quick else (200 if args.gpu else 30),
+                batch_size=128 if args.gpu else 8,
+                gpu=args.gpu,
             )
         print(json.dumps(result))
         print(f"written to {write_result(result, args.out)}", file=sys.stderr)

@@ -108,3 +108,94 @@ def write_result(result: dict[str, Any], out_dir: str = ".") -> Path:
     path = Path(out_dir, f"benchmark-{result['stage']}.json")
     path.write_text(json.dumps(result, indent=2))
     return path
+
+
+def plain_train_rate(shards: str, cfg: Any, steps: int, warmup: int = 3) -> float:
+    """Rows/s of a plain PyTorch loop over the train split held in memory (same model, batch,
+    loss, augmentation and ``train_epoch`` as the workers; no Ray, no DDP)."""
+    import torch
+
+    from livseg.losses import build_loss
+    from livseg.models import build_model
+    from livseg.shards import load_split_numpy, read_record
+    from livseg.train import train_epoch
+
+    record = read_record(shards)
+    arrays = load_split_numpy(shards, "train")
+    images, masks = torch.from_numpy(arrays["image"]), torch.from_numpy(arrays["mask"])
+    device = torch.device("cuda" if cfg.gpu else "cpu")
+    classes = len(record["label_map"])
+    model = build_model(cfg.arch, record["channels"], classes).to(device)
+    if cfg.gpu:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    loss_fn, gen = build_loss(cfg.dice, cfg.focal, cfg.gamma), torch.Generator(device=device)
+
+    def batches(n: int):
+        order = torch.randperm(len(images))
+        for i in range(n):
+            idx = order[(i * cfg.batch_size + torch.arange(cfg.batch_size)) % len(images)]
+            yield {"image": images[idx].to(device), "mask": masks[idx].to(device)}
+
+    steps = min(steps, len(images) // cfg.batch_size)  # a Ray epoch also ends with the shard
+    run = type(cfg)(**{**cfg.__dict__, "steps_per_epoch": 0})
+    train_epoch(model, batches(warmup), loss_fn, opt, run, gen, classes, device)
+    if cfg.gpu:
+        torch.cuda.synchronize(device)
+    started = time.perf_counter()
+    train_epoch(model, batches(steps), loss_fn, opt, run, gen, classes, device)
+    if cfg.gpu:
+        torch.cuda.synchronize(device)
+    return steps * cfg.batch_size / (time.perf_counter() - started)
+
+
+def bench_train(
+    cases: int, size: int, steps: int, batch_size: int, gpu: bool, arch: str = "unet-resnet34"
+) -> dict[str, Any]:
+    """Ray Train (shards → Ray Data → one worker) vs the plain loop: training rows/s ratio."""
+    import ray
+
+    from livseg.data import preprocess
+    from livseg.runs import fit
+    from livseg.runtime import init_ray
+    from livseg.synthetic_files import write_dataset
+    from livseg.train import TrainConfig
+
+    init_ray()
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    with tempfile.TemporaryDirectory() as tmp:
+        write_dataset(Path(tmp, "raw"), cases, size=size)
+        shards = str(Path(tmp, "shards"))
+        preprocess(str(Path(tmp, "raw")), shards, PreprocessConfig(size=size))
+        cfg = TrainConfig(
+            data=shards, arch=arch, epochs=3, steps_per_epoch=steps, batch_size=batch_size,
+            lr=1e-3, workers=1, gpu=gpu, cpus_per_worker=1 if gpu else cpus,
+            storage=str(Path(tmp, "runs")), name="bench",
+        )  # fmt: skip
+        row = fit(cfg)
+        history = _history(Path(row["run_dir"], "history.csv"))
+        ray_rate = max(float(h["train_rows_per_s"]) for h in history[1:])  # after warm-up
+        if not gpu:
+            import torch
+
+            torch.set_num_threads(cpus)
+        plain_rate = plain_train_rate(shards, cfg, steps)
+    return {
+        "stage": "train",
+        "arch": arch,
+        "device": "gpu" if gpu else f"cpu x{cpus}",
+        "slice_size": size,
+        "batch_size": batch_size,
+        "steps": steps,
+        "ray_train_rows_per_s": round(ray_rate, 2),
+        "plain_loop_rows_per_s": round(plain_rate, 2),
+        "ratio": round(ray_rate / plain_rate, 3),
+        "target": 0.90 if gpu else 0.85,
+    }
+
+
+def _history(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    with open(path) as handle:
+        return list(csv.DictReader(handle))

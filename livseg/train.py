@@ -197,6 +197,9 @@ def train_loop(config: dict[str, Any]) -> None:
             device=device, prefetch_batches=4,
         )  # fmt: skip
         t_loss, t_conf = train_epoch(model, loader, loss_fn, opt, cfg, gen, classes, device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_seconds = time.time() - started
         sched.step()
         v_loader = val_shard.iter_torch_batches(batch_size=batch_size, device=device)
         v_loss, v_conf, counts = validate(
@@ -212,6 +215,8 @@ def train_loop(config: dict[str, Any]) -> None:
             "val_tumour_dice": cases["tumour_dice"],
             "lr": opt.param_groups[0]["lr"],
             "seconds": round(time.time() - started, 2),
+            "train_rows": int(t_loss[1]),
+            "train_rows_per_s": float(t_loss[1]) / max(train_seconds, 1e-9),
             "resumed_from_epoch": resumed_from,
         }
         metrics["train_iou"], metrics["train_f1"] = foreground_iou_f1(t_conf.cpu())
