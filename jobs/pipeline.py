@@ -2,8 +2,9 @@
 
     python jobs/pipeline.py [--work DIR] [--cases N]
 
-Stages so far: generate LiTS-like cases → preprocess them into Parquet shards with Ray Data.
-Rerunning resumes: generated cases and finished shard splits are kept.
+Stages so far: generate LiTS-like cases → preprocess them into Parquet shards with Ray Data →
+train the study's architectures briefly with Ray Train and print their comparison.
+Rerunning resumes: generated cases, finished shards and training checkpoints are kept.
 """
 
 from __future__ import annotations
@@ -19,14 +20,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--work", default="livseg-work", help="work folder or s3:// prefix")
     p.add_argument("--cases", type=int, default=24, help="generated cases (default 24)")
     p.add_argument("--data", help="use this LiTS-layout folder instead of generated cases")
+    p.add_argument("--arch", action="append", help="architectures to train (default: the "
+                   "study's unet, unet-resnet34, vnet)")  # fmt: skip
+    p.add_argument("--epochs", type=int, default=3, help="epochs per architecture (default 3)")
     cli.preprocess_flags(p)
     return p
 
 
 def main(args: argparse.Namespace) -> int:
+    import ray
+
     from livseg import storage
     from livseg.data import format_summary, preprocess
+    from livseg.runs import STUDY_ARCHS, fit_all, format_comparison
     from livseg.synthetic_files import write_dataset
+    from livseg.train import TrainConfig
 
     if args.cases < 3:
         raise ValueError(f"--cases {args.cases}: need at least 3 (one per split)")
@@ -36,12 +44,24 @@ def main(args: argparse.Namespace) -> int:
     if not args.data:
         if storage.is_s3(raw):
             raise ValueError("generated data is written locally; give --work a local folder")
-        print(f"[1/2] generating {args.cases} LiTS-like cases in {raw}", flush=True)
+        print(f"[1/3] generating {args.cases} LiTS-like cases in {raw}", flush=True)
         write_dataset(raw, args.cases, seed=cfg.seed, size=cfg.size)
     shards = storage.join(args.work, "shards")
-    print(f"[2/2] preprocessing {raw} → {shards} with Ray Data", flush=True)
+    print(f"[2/3] preprocessing {raw} → {shards} with Ray Data", flush=True)
     record = preprocess(raw, shards, cfg)
     print(format_summary(record, shards))
+
+    archs = args.arch or list(STUDY_ARCHS)
+    print(f"[3/3] training {', '.join(archs)} with Ray Train ({args.epochs} epochs each)")
+    # One worker with every CPU is the fastest CPU setup; the recipe is the quality test's.
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    train_cfg = TrainConfig(
+        data=shards, epochs=args.epochs, lr=1e-3, workers=1, cpus_per_worker=cpus,
+        storage=storage.join(args.work, "runs"), name="pipeline", patience=args.epochs,
+    )  # fmt: skip
+    rows = fit_all(train_cfg, archs)
+    print(format_comparison(rows))
+    print(f"comparison: {storage.join(args.work, 'runs', 'pipeline', 'comparison.csv')}")
     return cli.EXIT_OK
 
 

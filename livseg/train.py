@@ -57,12 +57,17 @@ class TrainConfig:
     steps_per_epoch: int = 0  # 0: the whole shard each epoch
     time_limit_min: float = 0.0  # stop after the epoch that crosses it; 0: no limit
     shuffle_buffer: int = 256  # rows in each worker's local shuffle buffer
+    precision: str = (
+        "auto"  # training autocast: auto (bf16 on GPUs and bf16-capable CPUs), bf16, fp32
+    )
 
     def __post_init__(self) -> None:
         if min(self.epochs, self.batch_size, self.volume_batch_size, self.workers) < 1:
             raise ValueError("epochs, batch sizes and workers must be at least 1")
         if self.lr <= 0:
             raise ValueError(f"lr={self.lr}: must be positive")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"precision={self.precision!r}: use auto, bf16 or fp32")
         if self.cpus_per_worker <= 0:
             raise ValueError(f"cpus_per_worker={self.cpus_per_worker}: must be positive")
 
@@ -75,9 +80,22 @@ def _score(metrics: dict[str, float]) -> float:
     return -1.0 if math.isnan(value) else value
 
 
+def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
+    """bf16 autocast for training: GPUs, and CPUs with native bf16 (AMX / AVX512-BF16), where
+    it measured 1.7× faster than fp32 (smp Unet-ResNet34, 8×128², 2 cores)."""
+    if cfg.precision != "auto":
+        return cfg.precision == "bf16"
+    if device.type == "cuda":
+        return True
+    return bool(
+        torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
+
+
 def train_epoch(model, loader, loss_fn, opt, cfg: TrainConfig, gen, classes: int, device):
     """One pass over this worker's shard; returns summed (loss·n, n, confusion)."""
     model.train()
+    bf16 = use_bf16(cfg, device)
     volumetric = is_volumetric(cfg.arch)
     augment = augment_volumes if volumetric else augment_slices
     aug_cfg = AugmentConfig(flip=cfg.flip)
@@ -89,7 +107,7 @@ def train_epoch(model, loader, loss_fn, opt, cfg: TrainConfig, gen, classes: int
             x, y = augment(x, y, aug_cfg, gen)
         if cfg.gpu and not volumetric:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.gpu):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(x)
         loss = loss_fn(logits.float(), y)
         opt.zero_grad(set_to_none=True)

@@ -39,8 +39,12 @@ def test_synth_writes_kaggle_layout(tmp_path):
 def test_main_job_runs_on_embedded_defaults(tmp_path):
     work = tmp_path / "work"
     done = _run("jobs/pipeline.py", "--work", str(work), "--cases", "4", "--size", "64",
-                "--set", "volume_size=32,32,32", timeout=600)  # fmt: skip
+                "--set", "volume_size=32,32,32", "--epochs", "1", timeout=900)  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     assert "cases ok 4, failed 0" in done.stdout
     assert (work / "shards" / "preprocess.json").is_file()
     assert list((work / "shards" / "slices" / "train").glob("*.parquet"))
+    table = (work / "runs" / "pipeline" / "comparison.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in table[1:]] == ["unet", "unet-resnet34", "vnet"]
+    for arch in ("unet", "unet-resnet34", "vnet"):
+        assert f"\n{arch} " in done.stdout  # the printed comparison table

@@ -16,11 +16,11 @@ LIVER_MIN_MEAN, TUMOUR_MIN_MEAN = 0.90, 0.50
 
 
 def test_unet_resnet34_segments_unseen_cases(ray_session, tmp_path):
-    write_dataset(tmp_path / "raw", 24, seed=5, size=128)
+    write_dataset(tmp_path / "raw", 40, seed=5, size=128)
     shards = str(tmp_path / "shards")
     record = preprocess(str(tmp_path / "raw"), shards, PreprocessConfig(size=128))
     cfg = TrainConfig(
-        data=shards, arch="unet-resnet34", epochs=3, batch_size=8, lr=1e-3, workers=1,
+        data=shards, arch="unet-resnet34", epochs=4, batch_size=8, lr=1e-3, workers=1,
         cpus_per_worker=2, storage=str(tmp_path / "runs"), name="quality",
     )  # fmt: skip
     row = fit(cfg)
