@@ -68,7 +68,10 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
     in_channels = 1 if is_volumetric(cfg.arch) else record["channels"]
     params = count_parameters(build_model(cfg.arch, in_channels, len(record["label_map"])))
     run_root = storage.join(cfg.storage, cfg.name)
-    storage.make_dirs(run_root)
+    try:
+        storage.make_dirs(run_root)
+    except OSError as exc:
+        raise ValueError(f"--storage {cfg.storage}: cannot create {run_root} ({exc})") from exc
     storage.check_writable(run_root)
     init_ray()
     _check_cluster(cfg)

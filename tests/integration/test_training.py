@@ -82,6 +82,12 @@ def test_gpu_request_without_gpus_is_a_clear_error(shards, tmp_path):
         fit(cfg)
 
 
+def test_storage_that_cannot_be_written(shards, tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(ValueError, match="--storage"):
+        fit(TrainConfig(data=shards, storage=str(tmp_path / "a-file" / "runs")))
+
+
 def test_incompatible_or_missing_shards(tmp_path):
     with pytest.raises(ValueError, match="no preprocess.json"):
         fit(TrainConfig(data=str(tmp_path), storage=str(tmp_path / "runs")))
