@@ -116,7 +116,8 @@ def build_model(
     encoder = arch[len(SMP_PREFIX) :]
     if encoder_weights == "imagenet":
         try:
-            return smp.Unet(encoder, encoder_weights="imagenet", in_channels=in_channels,
+            # Only on explicit request: smp fetches these from its model hub.
+            return smp.Unet(encoder, encoder_weights=encoder_weights, in_channels=in_channels,
                             classes=classes)  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - hub errors come in many types
             raise ValueError(
