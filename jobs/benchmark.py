@@ -1,6 +1,8 @@
 """Side-by-side throughput ratios, printed as JSON and written to benchmark-<stage>.json.
 
-python jobs/benchmark.py [--stage preprocess] [--quick] [--gpu]
+python jobs/benchmark.py [--stage preprocess|train|metrics] [--quick] [--gpu]
+
+metrics: seconds of one LiTS-sized per-case scoring (512²×500, one CPU) against a 10 s target.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import sys
 
 from livseg import cli
 
-STAGES = ("preprocess", "train")
+STAGES = ("preprocess", "train", "metrics")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -25,7 +27,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    from livseg.benchmark import bench_preprocess, bench_train, write_result
+    from livseg.benchmark import bench_metrics, bench_preprocess, bench_train, write_result
 
     for stage in args.stage or STAGES:
         if stage == "preprocess":
@@ -40,6 +42,10 @@ def main(args: argparse.Namespace) -> int:
                 steps=10 if args.quick else (200 if args.gpu else 30),
                 batch_size=128 if args.gpu else 8,
                 gpu=args.gpu,
+            )
+        elif stage == "metrics":
+            result = bench_metrics(
+                size=256 if args.quick else 512, slices=250 if args.quick else 500
             )
         print(json.dumps(result))
         print(f"written to {write_result(result, args.out)}", file=sys.stderr)

@@ -3,7 +3,8 @@
     python jobs/pipeline.py [--work DIR] [--cases N]
 
 Stages so far: generate LiTS-like cases → preprocess them into Parquet shards with Ray Data →
-train the study's architectures briefly with Ray Train and print their comparison.
+train the study's architectures briefly with Ray Train and print their comparison → evaluate
+them on the test split with the LiTS metrics (report.html, per-case Dice printed).
 Rerunning resumes: generated cases, finished shards and training checkpoints are kept.
 """
 
@@ -32,6 +33,7 @@ def main(args: argparse.Namespace) -> int:
 
     from livseg import storage
     from livseg.data import format_summary, preprocess
+    from livseg.evaluate import case_dice_table, score_models, write_evaluation
     from livseg.runs import STUDY_ARCHS, fit_all, format_comparison
     from livseg.synthetic_files import write_dataset
     from livseg.train import TrainConfig
@@ -44,15 +46,15 @@ def main(args: argparse.Namespace) -> int:
     if not args.data:
         if storage.is_s3(raw):
             raise ValueError("generated data is written locally; give --work a local folder")
-        print(f"[1/3] generating {args.cases} LiTS-like cases in {raw}", flush=True)
+        print(f"[1/4] generating {args.cases} LiTS-like cases in {raw}", flush=True)
         write_dataset(raw, args.cases, seed=cfg.seed, size=cfg.size)
     shards = storage.join(args.work, "shards")
-    print(f"[2/3] preprocessing {raw} → {shards} with Ray Data", flush=True)
+    print(f"[2/4] preprocessing {raw} → {shards} with Ray Data", flush=True)
     record = preprocess(raw, shards, cfg)
     print(format_summary(record, shards))
 
     archs = args.arch or list(STUDY_ARCHS)
-    print(f"[3/3] training {', '.join(archs)} with Ray Train ({args.epochs} epochs each)")
+    print(f"[3/4] training {', '.join(archs)} with Ray Train ({args.epochs} epochs each)")
     # One worker with every CPU is the fastest CPU setup; the recipe is the quality test's.
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     train_cfg = TrainConfig(
@@ -62,6 +64,14 @@ def main(args: argparse.Namespace) -> int:
     rows = fit_all(train_cfg, archs)
     print(format_comparison(rows))
     print(f"comparison: {storage.join(args.work, 'runs', 'pipeline', 'comparison.csv')}")
+
+    report_dir = storage.join(args.work, "evaluation")
+    print(f"[4/4] evaluating {', '.join(archs)} on the test split (original voxel grids)")
+    results = score_models([row["checkpoint"] for row in rows], shards, "test")
+    write_evaluation(results, report_dir, mc=100, seed=cfg.seed)
+    for result in results:
+        print(case_dice_table(result))
+    print(f"report: {storage.join(report_dir, 'report.html')}")
     return cli.EXIT_OK
 
 

@@ -3,9 +3,12 @@
     python jobs/train.py --data SHARDS --arch unet-resnet34 [--arch vnet | --arch all]
         [--workers 2] [--gpu] [--epochs 20] [--loss-weights dice=0.8,focal=0.2]
         [--encoder-weights none|imagenet|PATH] [--storage URI] [--name NAME]
+        [--register [--registry ROOT] [--model-name livseg]]
 
 Writes checkpoints, history.csv and curves.png under STORAGE/NAME/ARCH/ and, for several
-architectures, STORAGE/NAME/comparison.csv. Rerunning the same --name resumes.
+architectures, STORAGE/NAME/comparison.csv. Rerunning the same --name resumes. --register
+adds each architecture's best checkpoint to the model registry (jobs/registry.py), which
+promotes it only if it beats the current model.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML/JSON file with TrainConfig keys")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a TrainConfig key, e.g. --set lr=1e-3 (repeatable)")  # fmt: skip
+    p.add_argument("--register", action="store_true", help="register the best checkpoints")
+    p.add_argument("--registry", default="livseg-work/models", help="registry folder or s3://")
+    p.add_argument("--model-name", default="livseg", help="registry model name")
     return p
 
 
@@ -69,6 +75,14 @@ def main(args: argparse.Namespace) -> int:
     for row in rows:
         print(f"{row['arch']}: best checkpoint {row['checkpoint']}")
     print(f"runs: {cfg.storage}/{cfg.name}/ (history.csv, curves.png, comparison.csv)")
+    if args.register:
+        from livseg.registry import register
+
+        for row in rows:
+            parent = {"run": cfg.name, "arch": row["arch"]}
+            done = register(args.registry, args.model_name, row["checkpoint"], parent=parent)
+            print(f"{row['arch']}: registered {done['version']}; current {done['current']} "
+                  f"({done['reason']})")  # fmt: skip
     return cli.EXIT_OK
 
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import replace
 
 import pytest
+from job_helpers import check_report, run_job
 
 from livseg.checkpoint import load_checkpoint, read_meta
 from livseg.config import PreprocessConfig
 from livseg.data import preprocess
 from livseg.runs import fit, fit_all
 from livseg.scoring import score_split
+from livseg.shards import read_record
 from livseg.synthetic_files import write_dataset
 from livseg.train import TrainConfig
 
@@ -74,6 +77,31 @@ def test_rerunning_a_name_resumes_from_its_checkpoint(comparison):
     cfg, _ = comparison
     row = fit(replace(cfg, arch="unet-resnet34", epochs=3))
     assert row["resumed_from_epoch"] == 2 and row["epochs"] == 3
+
+
+def test_evaluate_models_compares_architectures_on_the_test_split(comparison, shards, tmp_path):
+    """jobs/evaluate.py --model A --model B --data SHARDS: the study's comparison table."""
+    _, rows = comparison
+    out = tmp_path / "eval"
+    argv = ["--data", shards, "--out", str(out), "--mc", "20"]
+    for row in rows:
+        argv += ["--model", row["checkpoint"]]
+    assert run_job("evaluate", argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    test_ids = read_record(shards)["splits"]["test"]["case_ids"]
+    assert list(summary["models"]) == ["unet-resnet34", "vnet"]
+    for model in summary["models"].values():
+        assert model["cases"] == len(test_ids) and not model["failed"]
+        assert model["loss"] == {"dice": 0.8, "focal": 0.2, "gamma": 2.0}
+    with open(out / "per_case.csv") as handle:
+        table = list(csv.DictReader(handle))
+    assert len(table) == 2 * len(test_ids)
+    assert {int(r["case_id"]) for r in table} == set(test_ids)
+    # scored on the original grid (64 px generated cases), with model probabilities
+    assert all(r["spacing"] and 0 <= float(r["liver_dice"]) <= 1 for r in table)
+    assert all(0 <= float(r["liver_auc"]) <= 1 for r in table)
+    names = check_report(out)
+    assert sum(n.startswith("curves-") for n in names) == 2
 
 
 def test_gpu_request_without_gpus_is_a_clear_error(shards, tmp_path):

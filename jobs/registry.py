@@ -1,0 +1,76 @@
+"""The model registry: list versions, show one, register a checkpoint, roll back.
+
+    python jobs/registry.py list     [--root ROOT] [--name NAME]
+    python jobs/registry.py show     [--root ROOT] [--name NAME] [--version V]
+    python jobs/registry.py register [--root ROOT] [--name NAME] --checkpoint URI
+        [--metric val_tumour_dice] [--force]
+    python jobs/registry.py rollback [--root ROOT] [--name NAME] [--version V]
+
+ROOT is a folder or s3:// prefix (default livseg-work/models), NAME the model (default livseg).
+A new version becomes current only if it beats current on the same metric, unless --force;
+rollback without --version goes back to the previous current version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from livseg import cli
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    commands = p.add_subparsers(dest="command", required=True)
+    for command, help_text in (
+        ("list", "every version, the current one marked *"),
+        ("show", "the card of the current version (or --version)"),
+        ("register", "store a checkpoint as the next version; promote it if better"),
+        ("rollback", "make the previous (or --version) version current again"),
+    ):
+        sub = commands.add_parser(command, help=help_text)
+        sub.add_argument("--root", default="livseg-work/models", help="registry folder or s3://")
+        sub.add_argument("--name", default="livseg", help="model name (default livseg)")
+        if command in ("show", "rollback"):
+            sub.add_argument("--version", help="version id, e.g. v0003")
+        if command == "register":
+            sub.add_argument("--checkpoint", required=True, help="checkpoint folder or s3://")
+            sub.add_argument("--metric", default="val_tumour_dice", help="metric to compare on")
+            sub.add_argument("--force", action="store_true", help="make it current regardless")
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    from livseg import registry, storage
+
+    logging.getLogger("botocore").setLevel(logging.WARNING)  # not "Found credentials" every run
+    if args.command == "list":
+        versions = registry.list_versions(args.root, args.name)
+        if not versions:
+            print(f"no versions of {args.name} under {args.root}")
+        for card in versions:
+            mark = "*" if card["current"] else " "
+            parent = ",".join(f"{k}={v}" for k, v in (card.get("parent") or {}).items())
+            print(f"{mark} {card['version']}  {card.get('arch') or '?':16s} "
+                  f"{card['metric']}={card['value']:.4f}  {card['created']}  {parent}")  # fmt: skip
+    elif args.command == "show":
+        uri = registry.resolve_model(args.root, args.name, args.version)  # checks the version
+        version = storage.basename(uri)
+        card = next(
+            c for c in registry.list_versions(args.root, args.name) if c["version"] == version
+        )
+        print(json.dumps({**card, "uri": uri}, indent=2))
+    elif args.command == "register":
+        result = registry.register(
+            args.root, args.name, args.checkpoint, metric=args.metric, force=args.force
+        )
+        print(json.dumps(result, indent=2))
+    else:
+        print(json.dumps(registry.rollback(args.root, args.name, args.version), indent=2))
+    return cli.EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main, parser()))
