@@ -7,8 +7,8 @@
 --model takes checkpoint folders (printed by jobs/train.py) or registry entries
 (models/<name>, its current version) and segments the --split (default test) of a shard set,
 using the raw cases it was made from, or every case of a raw LiTS folder.
-Writes per_case.csv, summary.json (means, medians, global Dice, detection, Monte-Carlo 95 %
-intervals) and report.html with its PNG figures into --out.
+Writes per_case.csv, comparison.csv (one row per model), summary.json (means, medians, global
+Dice, detection, Monte-Carlo 95 % intervals) and report.html with its PNG figures into --out.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def main(args: argparse.Namespace) -> int:
     from livseg import storage
     from livseg.evaluate import (
         case_dice_table,
+        format_model_comparison,
         score_mask_folders,
         score_models,
         write_evaluation,
@@ -58,6 +59,7 @@ def main(args: argparse.Namespace) -> int:
     summary = write_evaluation(results, args.out, args.mc, args.seed)
     for result in results:
         print(case_dice_table(result))
+    print(format_model_comparison(summary))
     failed = sum(len(m["failed"]) for m in summary["models"].values())
     if failed:
         print(f"{failed} case(s) could not be scored; see summary.json 'failed'")

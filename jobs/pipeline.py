@@ -33,7 +33,12 @@ def main(args: argparse.Namespace) -> int:
 
     from livseg import storage
     from livseg.data import format_summary, preprocess
-    from livseg.evaluate import case_dice_table, score_models, write_evaluation
+    from livseg.evaluate import (
+        case_dice_table,
+        format_model_comparison,
+        score_models,
+        write_evaluation,
+    )
     from livseg.runs import STUDY_ARCHS, fit_all, format_comparison
     from livseg.synthetic_files import write_dataset
     from livseg.train import TrainConfig
@@ -68,9 +73,10 @@ def main(args: argparse.Namespace) -> int:
     report_dir = storage.join(args.work, "evaluation")
     print(f"[4/4] evaluating {', '.join(archs)} on the test split (original voxel grids)")
     results = score_models([row["checkpoint"] for row in rows], shards, "test")
-    write_evaluation(results, report_dir, mc=100, seed=cfg.seed)
+    summary = write_evaluation(results, report_dir, mc=100, seed=cfg.seed)
     for result in results:
         print(case_dice_table(result))
+    print(format_model_comparison(summary))
     print(f"report: {storage.join(report_dir, 'report.html')}")
     return cli.EXIT_OK
 

@@ -10,7 +10,8 @@ Two sources of predictions, one output format:
 Every case is scored on its original voxel grid with its own spacing (``metrics.score_case``);
 a case that cannot be read or whose masks are on different grids becomes an ``error`` row
 naming the files and never stops the others. ``write_evaluation`` then writes
-``per_case.csv``, ``summary.json`` (with Monte-Carlo intervals) and ``report.html``.
+``per_case.csv``, ``summary.json`` (with Monte-Carlo intervals), ``comparison.csv`` (one row
+per model) and ``report.html``.
 """
 
 from __future__ import annotations
@@ -422,14 +423,47 @@ def summaries(
 def write_evaluation(
     results: list[ModelResult], out: str, mc: int = 100, seed: int = 0
 ) -> dict[str, Any]:
-    """Write ``per_case.csv``, ``summary.json`` and ``report.html`` (+ PNGs) into ``out``."""
+    """Write ``per_case.csv``, ``summary.json``, ``comparison.csv`` and ``report.html`` (+ PNGs)
+    into ``out``; return the summary."""
     from livseg.report import evaluation_report
 
     summary, draws = summaries(results, mc, seed)
     storage.write_text(storage.join(out, "per_case.csv"), per_case_csv(results))
     storage.write_text(storage.join(out, "summary.json"), json.dumps(summary, indent=2))
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=["model", "cases", "failed", *COMPARISON_COLUMNS])
+    writer.writeheader()
+    writer.writerows(comparison_rows(summary))
+    storage.write_text(storage.join(out, "comparison.csv"), table.getvalue())
     evaluation_report(out, results, summary, draws)
     return summary
+
+
+COMPARISON_COLUMNS = (
+    "liver_dice_mean", "tumour_dice_mean", "liver_dice_global", "tumour_dice_global",
+    "liver_assd_mean", "liver_hd95_mean", "tumour_recall", "tumour_precision",
+)  # fmt: skip
+
+
+def comparison_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per model: cases scored and the headline means (the study's question)."""
+    rows = []
+    for label, model in summary["models"].items():
+        values = model["summary"]
+        row = {"model": label, "cases": model["cases"], "failed": len(model["failed"])}
+        row.update({k: values.get(k) for k in COMPARISON_COLUMNS})
+        rows.append(row)
+    return rows
+
+
+def format_model_comparison(summary: dict[str, Any]) -> str:
+    """The comparison rows as aligned text (``None`` = not defined for these cases)."""
+    heads = ["liver", "tumour", "liv-glob", "tum-glob", "ASSD mm", "HD95 mm", "recall", "prec"]
+    lines = [f"{'model':16s} {'cases':>5s} " + " ".join(f"{h:>8s}" for h in heads)]
+    for row in comparison_rows(summary):
+        cells = ["       –" if row[k] is None else f"{row[k]:8.3f}" for k in COMPARISON_COLUMNS]
+        lines.append(f"{row['model']:16s} {row['cases']:>5d} " + " ".join(cells))
+    return "\n".join(lines)
 
 
 def case_dice_table(result: ModelResult) -> str:

@@ -96,6 +96,10 @@ def test_evaluate_models_compares_architectures_on_the_test_split(comparison, sh
     with open(out / "per_case.csv") as handle:
         table = list(csv.DictReader(handle))
     assert len(table) == 2 * len(test_ids)
+    with open(out / "comparison.csv") as handle:
+        compared = list(csv.DictReader(handle))
+    assert [r["model"] for r in compared] == ["unet-resnet34", "vnet"]
+    assert all(0 <= float(r["liver_dice_mean"]) <= 1 for r in compared)
     assert {int(r["case_id"]) for r in table} == set(test_ids)
     # scored on the original grid (64 px generated cases), with model probabilities
     assert all(r["spacing"] and 0 <= float(r["liver_dice"]) <= 1 for r in table)
