@@ -3,7 +3,7 @@
     python jobs/registry.py list     [--root ROOT] [--name NAME]
     python jobs/registry.py show     [--root ROOT] [--name NAME] [--version V]
     python jobs/registry.py register [--root ROOT] [--name NAME] --checkpoint URI
-        [--metric val_tumour_dice] [--force]
+        [--metric val_score] [--force]
     python jobs/registry.py rollback [--root ROOT] [--name NAME] [--version V]
 
 ROOT is a folder or s3:// prefix (default livseg-work/models), NAME the model (default livseg).
@@ -37,7 +37,13 @@ def parser() -> argparse.ArgumentParser:
             sub.add_argument("--version", help="version id, e.g. v0003")
         if command == "register":
             sub.add_argument("--checkpoint", required=True, help="checkpoint folder or s3://")
-            sub.add_argument("--metric", default="val_tumour_dice", help="metric to compare on")
+            sub.add_argument(
+                "--metric",
+                default="val_score",
+                help="metric to compare on "
+                "(default val_score: validation tumour Dice, liver Dice "
+                "where no validation case has tumour)",
+            )
             sub.add_argument("--force", action="store_true", help="make it current regardless")
     return p
 

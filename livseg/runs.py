@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from livseg import storage
 from livseg.checkpoint import load_train_state
@@ -19,6 +19,9 @@ from livseg.models import build_model, is_volumetric
 from livseg.report import write_history
 from livseg.shards import read_record, read_split
 from livseg.train import TrainConfig, count_parameters, train_loop
+
+if TYPE_CHECKING:
+    from ray.train.torch import TorchTrainer
 
 STUDY_ARCHS = ("unet", "unet-resnet34", "vnet")
 COMPARISON_COLUMNS = (
@@ -53,31 +56,25 @@ def _check_cluster(cfg: TrainConfig) -> None:
             )
 
 
-def _uri(path: str, storage_root: str) -> str:
+def checkpoint_uri(path: str, storage_root: str) -> str:
+    """A checkpoint's URI from Ray's filesystem path (``bucket/key`` under an ``s3://`` root)."""
     return f"s3://{path}" if storage.is_s3(storage_root) else path
 
 
-def fit(cfg: TrainConfig) -> dict[str, Any]:
-    """Train one architecture; return its summary row (best validation metrics, checkpoint)."""
+def build_trainer(cfg: TrainConfig, callbacks: list | None = None) -> TorchTrainer:
+    """The TorchTrainer of one run, storing under ``<storage>/<name>/<arch>/``.
+
+    ``callbacks`` go to the trainer's RunConfig (a sweep passes Tune's ``TuneReportCallback``).
+    Ray must be initialised; the storage folder must exist.
+    """
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from livseg.runtime import init_ray
-
     record = read_record(cfg.data)
-    in_channels = 1 if is_volumetric(cfg.arch) else record["channels"]
-    params = count_parameters(build_model(cfg.arch, in_channels, len(record["label_map"])))
-    run_root = storage.join(cfg.storage, cfg.name)
-    try:
-        storage.make_dirs(run_root)
-    except OSError as exc:
-        raise ValueError(f"--storage {cfg.storage}: cannot create {run_root} ({exc})") from exc
-    storage.check_writable(run_root)
-    init_ray()
     _check_cluster(cfg)
-    fs, path = storage.filesystem(run_root)
+    fs, path = storage.filesystem(storage.join(cfg.storage, cfg.name))
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.gpu else {})}
-    trainer = TorchTrainer(
+    return TorchTrainer(
         train_loop,
         train_loop_config={"train": to_dict(cfg), "record": record},
         scaling_config=ScalingConfig(
@@ -93,11 +90,29 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
                 checkpoint_score_attribute="val_score",
                 checkpoint_score_order="max",
             ),
+            callbacks=callbacks,
         ),
         datasets=_datasets(cfg),
         # Validation is not split: an equal split drops rows; ranks share it batch by batch.
         dataset_config=DataConfig(datasets_to_split=["train"]),
     )
+
+
+def fit(cfg: TrainConfig) -> dict[str, Any]:
+    """Train one architecture; return its summary row (best validation metrics, checkpoint)."""
+    from livseg.runtime import init_ray
+
+    record = read_record(cfg.data)
+    in_channels = 1 if is_volumetric(cfg.arch) else record["channels"]
+    params = count_parameters(build_model(cfg.arch, in_channels, len(record["label_map"])))
+    run_root = storage.join(cfg.storage, cfg.name)
+    try:
+        storage.make_dirs(run_root)
+    except OSError as exc:
+        raise ValueError(f"--storage {cfg.storage}: cannot create {run_root} ({exc})") from exc
+    storage.check_writable(run_root)
+    init_ray()
+    trainer = build_trainer(cfg)
     started = time.time()
     result = trainer.fit()
     best, best_metrics = max(result.best_checkpoints, key=lambda item: item[1]["val_score"])
@@ -116,7 +131,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
         "val_f1": best_metrics["val_f1"],
         "val_loss": best_metrics["val_loss"],
         "minutes": round((time.time() - started) / 60, 2),
-        "checkpoint": _uri(best.path, cfg.storage),
+        "checkpoint": checkpoint_uri(best.path, cfg.storage),
         "resumed_from_epoch": result.metrics.get("resumed_from_epoch", 0),
         "run_dir": run_dir,
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -39,7 +40,8 @@ def test_synth_writes_kaggle_layout(tmp_path):
 def test_main_job_runs_on_embedded_defaults(tmp_path):
     work = tmp_path / "work"
     done = _run("jobs/pipeline.py", "--work", str(work), "--cases", "4", "--size", "64",
-                "--set", "volume_size=32,32,32", "--epochs", "1", timeout=900)  # fmt: skip
+                "--set", "volume_size=32,32,32", "--epochs", "1", "--samples", "2",
+                "--sweep-epochs", "1", timeout=900)  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     assert "cases ok 4, failed 0" in done.stdout
     assert (work / "shards" / "preprocess.json").is_file()
@@ -48,3 +50,10 @@ def test_main_job_runs_on_embedded_defaults(tmp_path):
     assert [line.split(",")[0] for line in table[1:]] == ["unet", "unet-resnet34", "vnet"]
     for arch in ("unet", "unet-resnet34", "vnet"):
         assert f"\n{arch} " in done.stdout  # the printed comparison table
+        assert f"\n{arch}:  case" in done.stdout  # its per-case test Dice
+    assert (work / "evaluation" / "report.html").is_file()
+    assert "report: " in done.stdout and "chosen loss weights: dice=" in done.stdout
+    sweep_rows = (work / "sweeps" / "pipeline" / "sweep.csv").read_text().splitlines()
+    assert len(sweep_rows) == 1 + 2
+    current = json.loads((work / "models" / "livseg" / "current.json").read_text())
+    assert current["version"] == "v0001" and f"current = {current['version']}" in done.stdout

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def fake_checkpoint(folder: Path, value: float) -> str:
     """A checkpoint folder the registry accepts (it copies files, it does not load them)."""
     folder.mkdir(parents=True)
-    meta = {"arch": "unet", "in_channels": 1, "classes": 3, "metrics": {"val_tumour_dice": value}}
+    meta = {"arch": "unet", "in_channels": 1, "classes": 3, "metrics": {"val_score": value}}
     (folder / "meta.json").write_text(json.dumps(meta))
     (folder / "model.pt").write_bytes(f"weights {value}".encode())
     return str(folder)

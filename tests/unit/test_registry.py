@@ -13,7 +13,7 @@ import pytest
 from livseg import registry, storage
 
 
-def fake_checkpoint(folder: Path, value: float, metric: str = "val_tumour_dice") -> str:
+def fake_checkpoint(folder: Path, value: float, metric: str = "val_score") -> str:
     """A checkpoint folder the registry accepts (it copies files, it does not load them)."""
     folder.mkdir(parents=True)
     meta = {
@@ -41,7 +41,7 @@ def test_first_version_becomes_current_with_its_card(tmp_path):
     card = json.loads((version / "card.json").read_text())
     assert card["arch"] == "unet" and card["loss"] == {"dice": 0.8, "focal": 0.2, "gamma": 2.0}
     assert card["preprocess"]["size"] == 64 and card["data"] == "shards/"
-    assert card["metric"] == "val_tumour_dice" and card["value"] == 0.61
+    assert card["metric"] == "val_score" and card["value"] == 0.61
     assert card["parent"] == {"run": "r1", "arch": "unet"} and card["source"] == ckpt
     assert card["created"].endswith("+00:00") and card["test_metrics"] is None
     pointer = registry.current(root, "livseg")
@@ -72,7 +72,7 @@ def test_a_different_metric_needs_force(tmp_path):
     registry.register(root, "m", fake_checkpoint(tmp_path / "a", 0.5))
     ckpt = fake_checkpoint(tmp_path / "b", 0.9, metric="val_liver_dice")
     other = registry.register(root, "m", ckpt, metric="val_liver_dice")
-    assert not other["promoted"] and "chosen on val_tumour_dice" in other["reason"]
+    assert not other["promoted"] and "chosen on val_score" in other["reason"]
     forced = registry.register(root, "m", ckpt, metric="val_liver_dice", force=True)
     assert forced["promoted"] and registry.current(root, "m")["metric"] == "val_liver_dice"
 
@@ -106,9 +106,9 @@ def test_bad_inputs_are_value_errors(tmp_path):
         registry.rollback(root, "m")
     assert registry.list_versions(root, "m") == [] and registry.current(root, "m") is None
     nan = fake_checkpoint(tmp_path / "nan", math.nan)
-    with pytest.raises(ValueError, match=r"nan.*'val_tumour_dice' is nan.*val_loss"):
+    with pytest.raises(ValueError, match=r"nan.*'val_score' is nan.*val_loss"):
         registry.register(root, "m", nan)
-    with pytest.raises(ValueError, match=r"'val_iou' is missing.*val_loss, val_tumour_dice"):
+    with pytest.raises(ValueError, match=r"'val_iou' is missing.*val_loss, val_score"):
         registry.register(root, "m", nan, metric="val_iou")
     with pytest.raises(ValueError, match="not a livseg checkpoint"):
         registry.register(root, "m", str(tmp_path))
@@ -125,7 +125,7 @@ def test_a_registered_real_model_loads(tmp_path):
 
     assert registry.CHECKPOINT_FILES == (MODEL_FILE, META_FILE)
     model = build_model("unet", 1, 3, "none")
-    meta = {"arch": "unet", "in_channels": 1, "classes": 3, "metrics": {"val_tumour_dice": 0.4}}
+    meta = {"arch": "unet", "in_channels": 1, "classes": 3, "metrics": {"val_score": 0.4}}
     save_checkpoint(tmp_path / "ckpt", model, meta, train_state={"epoch": 3})
     registry.register(str(tmp_path / "models"), "m", str(tmp_path / "ckpt"))
     loaded, loaded_meta = load_checkpoint(registry.resolve_model(str(tmp_path / "models"), "m"))
