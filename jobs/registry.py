@@ -41,7 +41,7 @@ def parser() -> argparse.ArgumentParser:
                 "--metric",
                 default="val_score",
                 help="metric to compare on "
-                "(default val_score: validation tumour Dice, liver Dice "
+                "(default val_score: mean validation liver and tumour Dice; liver "
                 "where no validation case has tumour)",
             )
             sub.add_argument("--force", action="store_true", help="make it current regardless")

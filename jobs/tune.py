@@ -7,9 +7,9 @@
         [--registry livseg-work/models] [--model-name livseg] [--no-register]
 
 Space syntax: low:high (uniform), low:high:log (log-uniform), a|b|c (choice), one number
-(fixed); focal is always 1 - dice. ASHA stops weak trials on val_score (validation tumour Dice,
-liver Dice where no validation case has tumour). Writes STORAGE/NAME/sweep.csv and sweep.png;
-rerunning the same --name continues the sweep.
+(fixed); focal is always 1 - dice. ASHA stops weak trials on val_score (mean validation liver
+and tumour Dice; liver alone where no validation case has tumour). Writes STORAGE/NAME/sweep.csv
+and sweep.png; rerunning the same --name continues the sweep.
 """
 
 from __future__ import annotations

@@ -282,11 +282,16 @@ def resolve_checkpoint(uri: str) -> str:
     )
 
 
-def _curves(checkpoint: str) -> bytes | None:
-    """The run's ``curves.png`` (one folder above a Ray checkpoint), if it is there."""
-    run_dir = checkpoint.rstrip("/").rsplit("/", 1)[0]
-    uri = storage.join(run_dir, "curves.png")
-    return storage.read_bytes(uri) if storage.exists(uri) else None
+def _curves(meta: dict[str, Any]) -> bytes | None:
+    """The training run's ``curves.png`` (``<storage>/<name>/<arch>/``), if it is there."""
+    train = meta.get("train", {})
+    if not train.get("storage") or not train.get("name"):
+        return None
+    try:
+        uri = storage.join(train["storage"], train["name"], meta["arch"], "curves.png")
+        return storage.read_bytes(uri) if storage.exists(uri) else None
+    except OSError:  # storage of another machine or bucket: the report goes without curves
+        return None
 
 
 def score_models(models: list[str], data: str, split: str = "test") -> list[ModelResult]:
@@ -318,7 +323,7 @@ def score_models(models: list[str], data: str, split: str = "test") -> list[Mode
         }
         rows = [r["row"] for r in results]
         out.append(
-            ModelResult(label, checkpoint, rows, _pick_figures(results), _curves(checkpoint), info)
+            ModelResult(label, checkpoint, rows, _pick_figures(results), _curves(meta), info)
         )
     return out
 

@@ -53,13 +53,28 @@ def keep_liver_components(
 ) -> np.ndarray:
     """Drop liver components (label ≥ 1, 26-connected) below ``fraction`` of the largest and
     tumour outside what is kept. (X, Y, Z) uint8 in and out."""
-    comp, n = ndimage.label(labels >= 1, structure=np.ones((3, 3, 3), bool))
+    liver = labels >= 1
+    if not liver.any():
+        return labels
+    box = _bbox(liver)  # label only inside the liver's box: a fraction of a 512² × Z volume
+    comp, n = ndimage.label(liver[box], structure=np.ones((3, 3, 3), bool))
     if n <= 1:
         return labels
     sizes = np.bincount(comp.ravel())[1:]
     keep = np.zeros(n + 1, bool)
     keep[1:] = sizes >= fraction * sizes.max()
-    return np.where(keep[comp], labels, 0).astype(np.uint8)
+    out = labels.copy()
+    out[box] = np.where(keep[comp], labels[box], 0)
+    return out
+
+
+def _bbox(mask: np.ndarray) -> tuple[slice, ...]:
+    """The smallest box holding every true voxel of a non-empty mask."""
+    out = []
+    for axis in range(mask.ndim):
+        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        out.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    return tuple(out)
 
 
 def _resize_probs(probs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -99,10 +114,17 @@ class Segmenter:
             logits = self.model(inputs)
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
-    def _probs_2d(self, hu: np.ndarray) -> np.ndarray:
+    def _predict_2d(self, hu: np.ndarray, keep_probs: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Labels (X, Y, Z) and optionally probabilities (classes, X, Y, Z), slab by slab.
+
+        Each slice's probabilities are resized to the input's in-plane size and its argmax taken
+        right away (float32, slice-contiguous); whole-volume float16 maps only when asked.
+        """
         depth = hu.shape[2]
         processed: dict[int, np.ndarray] = {}
-        out = np.empty((len(self.meta["label_map"]), *hu.shape), np.float16)
+        labels = np.empty((depth, *hu.shape[:2]), np.uint8)
+        classes = len(self.meta["label_map"])
+        probs = np.empty((depth, classes, *hu.shape[:2]), np.float16) if keep_probs else None
         for start in range(0, depth, self.batch_size):
             zs = range(start, min(start + self.batch_size, depth))
             slabs = []
@@ -112,31 +134,32 @@ class Segmenter:
                     if j not in processed:
                         processed[j] = process_slice(hu[:, :, j], self.cfg, self.stats)
                 slabs.append(np.stack([processed[j] for j in idx]))
-            probs = self._softmax(np.stack(slabs))
-            for z, p in zip(zs, probs, strict=True):
-                out[:, :, :, z] = _resize_probs(p, hu.shape[:2])
+            for z, p in zip(zs, self._softmax(np.stack(slabs)), strict=True):
+                full = _resize_probs(p, hu.shape[:2])
+                labels[z] = full.argmax(0)
+                if probs is not None:
+                    probs[z] = full
             for j in [j for j in processed if j < start + self.batch_size - self.cfg.context]:
                 del processed[j]  # slabs only look K slices back: free what is behind
-        return out
+        labels = np.ascontiguousarray(np.moveaxis(labels, 0, -1))
+        return labels, None if probs is None else np.moveaxis(probs, 0, -1)
 
-    def _probs_3d(self, hu: np.ndarray) -> np.ndarray:
+    def _predict_3d(self, hu: np.ndarray, keep_probs: bool) -> tuple[np.ndarray, np.ndarray | None]:
         grid, _ = volume_grid(hu, None, self.cfg)
         x = zscore(grid, self.stats.mean, self.stats.std)[None, None]
-        probs = self._softmax(x)[0]
-        return np.stack([resample_to_grid(p, hu.shape, order=1) for p in probs]).astype(np.float16)
-
-    def probabilities(self, hu: np.ndarray) -> np.ndarray:
-        """Softmax probabilities (classes, X, Y, Z) float16 for a canonical HU volume."""
-        if hu.ndim != 3 or min(hu.shape) < 1:
-            raise ValueError(f"volume of shape {hu.shape}: expected a 3-D (X, Y, Z) array")
-        return self._probs_3d(hu) if self.volumetric else self._probs_2d(hu)
+        probs = np.stack([resample_to_grid(p, hu.shape, order=1) for p in self._softmax(x)[0]])
+        labels = probs.argmax(0).astype(np.uint8)
+        return labels, probs.astype(np.float16) if keep_probs else None
 
     def segment(
         self, hu: np.ndarray, *, keep_probs: bool = False, postprocess: bool = True
     ) -> Segmentation:
-        """Labels (X, Y, Z) uint8 (LiTS 0/1/2) and, when asked, the probabilities."""
-        probs = self.probabilities(hu)
-        labels = probs.argmax(0).astype(np.uint8)  # binary models: 1 = liver incl. tumour
+        """Labels (X, Y, Z) uint8 (LiTS 0/1/2) of a canonical HU volume and, when asked, the
+        softmax probabilities (classes, X, Y, Z) float16 (before post-processing)."""
+        if hu.ndim != 3 or min(hu.shape) < 1:
+            raise ValueError(f"volume of shape {hu.shape}: expected a 3-D (X, Y, Z) array")
+        predict = self._predict_3d if self.volumetric else self._predict_2d
+        labels, probs = predict(hu, keep_probs)  # binary models: 1 = liver incl. tumour
         if postprocess:
             labels = keep_liver_components(labels)
-        return Segmentation(labels, probs if keep_probs else None)
+        return Segmentation(labels, probs)

@@ -34,7 +34,7 @@ from livseg import storage
 # the registry and its CLI load without torch (a test keeps them equal).
 CHECKPOINT_FILES = ("model.pt", "meta.json")
 CARD_FILE, CLAIM_FILE, CURRENT_FILE = "card.json", "claim.json", "current.json"
-DEFAULT_METRIC = "val_score"  # validation tumour Dice; liver Dice where no case has tumour
+DEFAULT_METRIC = "val_score"  # mean validation liver and tumour Dice (livseg.train._score)
 
 _VERSION = re.compile(r"v(\d{4,})")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")

@@ -73,11 +73,11 @@ class TrainConfig:
 
 
 def _score(metrics: dict[str, float]) -> float:
-    """Validation score: tumour Dice, or liver Dice where no validation case has tumour."""
-    value = metrics["val_tumour_dice"]
-    if math.isnan(value):
-        value = metrics["val_liver_dice"]
-    return -1.0 if math.isnan(value) else value
+    """Validation score: mean of liver and tumour Dice (liver alone where no validation case
+    has tumour). Tumour Dice alone, on a handful of validation cases, picked epochs whose liver
+    was clearly worse (held-out liver 0.891 vs 0.943 one epoch later in the quality test)."""
+    values = [v for v in (metrics["val_liver_dice"], metrics["val_tumour_dice"]) if v == v]
+    return sum(values) / len(values) if values else -1.0
 
 
 def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:

@@ -2,7 +2,7 @@
 
 Each trial is a Tune function trainable that builds and fits one TorchTrainer (Train V2's way to
 tune); ``TuneReportCallback`` forwards every epoch's metrics to Tune, where ASHA stops weak trials
-on ``val_score`` (validation tumour Dice, liver Dice where no validation case has tumour).
+on ``val_score`` (mean validation liver and tumour Dice; liver alone where no case has tumour).
 
 Layout of ``<storage>/<name>/``: Tune's experiment state and one folder per trial id, the trials'
 Ray Train runs (checkpoints) in ``runs/<trial id>/<arch>/``, and ``sweep.csv`` + ``sweep.png``.
@@ -27,7 +27,7 @@ from livseg.train import TrainConfig
 
 logger = logging.getLogger(__name__)
 
-METRIC = "val_score"  # tumour Dice; liver Dice where no validation case has tumour (train._score)
+METRIC = "val_score"  # mean of liver and tumour Dice (liver alone without tumour): train._score
 DRIVER_CPU = 0.01  # a trial only drives its Train run: leave the CPUs to the Train workers
 SEARCHABLE = ("dice", "gamma", "lr", "weight_decay")  # focal follows dice: focal = 1 - dice
 KINDS = ("uniform", "loguniform", "choice")
@@ -367,7 +367,7 @@ def write_table(rows: list[dict[str, Any]], folder: str, title: str) -> None:
 
 
 def sweep_png(rows: list[dict[str, Any]], title: str) -> bytes:
-    """Validation score (tumour Dice; liver Dice where no validation case has tumour) against
+    """Validation score (mean liver and tumour Dice; liver alone where no case has tumour) against
     the Dice weight, coloured by focal gamma; hollow: stopped early; star: best. PNG bytes."""
     import matplotlib
 
@@ -391,7 +391,7 @@ def sweep_png(rows: list[dict[str, Any]], title: str) -> bytes:
                    zorder=3, label="best")  # fmt: skip
     ax.set_xlim(-0.05, 1.05)
     ax.set_xlabel("Dice weight (focal = 1 − Dice)")
-    ax.set_ylabel("best validation tumour Dice\n(liver Dice where no case has tumour)")
+    ax.set_ylabel("best validation score\n(mean of liver and tumour Dice)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title)

@@ -10,24 +10,13 @@ import pytest
 from job_helpers import check_report, run_job
 
 from livseg.checkpoint import load_checkpoint, read_meta
-from livseg.config import PreprocessConfig
-from livseg.data import preprocess
+from livseg.registry import register
 from livseg.runs import fit, fit_all
 from livseg.scoring import score_split
 from livseg.shards import read_record
-from livseg.synthetic_files import write_dataset
 from livseg.train import TrainConfig
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def shards(ray_session, tmp_path_factory):
-    root = tmp_path_factory.mktemp("train-data")
-    write_dataset(root / "raw", 8, seed=11, size=64)
-    cfg = PreprocessConfig(size=64, volume_size=(32, 32, 32), other_fraction=0.2)
-    preprocess(str(root / "raw"), str(root / "shards"), cfg)
-    return str(root / "shards")
 
 
 @pytest.fixture(scope="module")
@@ -73,19 +62,14 @@ def test_checkpoint_reloads_without_ray_and_reproduces_validation(comparison, sh
         assert scored["liver_dice"] == pytest.approx(meta["metrics"]["val_liver_dice"], abs=1e-6)
 
 
-def test_rerunning_a_name_resumes_from_its_checkpoint(comparison):
-    cfg, _ = comparison
-    row = fit(replace(cfg, arch="unet-resnet34", epochs=3))
-    assert row["resumed_from_epoch"] == 2 and row["epochs"] == 3
-
-
 def test_evaluate_models_compares_architectures_on_the_test_split(comparison, shards, tmp_path):
     """jobs/evaluate.py --model A --model B --data SHARDS: the study's comparison table."""
     _, rows = comparison
     out = tmp_path / "eval"
+    # the first model as a registry entry (its current version), the second as a checkpoint
+    register(str(tmp_path / "models"), "livseg", rows[0]["checkpoint"])
     argv = ["--data", shards, "--out", str(out), "--mc", "20"]
-    for row in rows:
-        argv += ["--model", row["checkpoint"]]
+    argv += ["--model", str(tmp_path / "models" / "livseg"), "--model", rows[1]["checkpoint"]]
     assert run_job("evaluate", argv) == 0
     summary = json.loads((out / "summary.json").read_text())
     test_ids = read_record(shards)["splits"]["test"]["case_ids"]
@@ -106,6 +90,14 @@ def test_evaluate_models_compares_architectures_on_the_test_split(comparison, sh
     assert all(0 <= float(r["liver_auc"]) <= 1 for r in table)
     names = check_report(out)
     assert sum(n.startswith("curves-") for n in names) == 2
+
+
+def test_rerunning_a_name_resumes_from_its_checkpoint(comparison):
+    # Last of the tests on `comparison`: resuming adds epochs, and Ray's retention (keep=1) may
+    # delete the checkpoint the earlier tests read.
+    cfg, _ = comparison
+    row = fit(replace(cfg, arch="unet-resnet34", epochs=3))
+    assert row["resumed_from_epoch"] == 2 and row["epochs"] == 3
 
 
 def test_gpu_request_without_gpus_is_a_clear_error(shards, tmp_path):

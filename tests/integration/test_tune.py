@@ -16,9 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from livseg.config import PreprocessConfig
-from livseg.data import preprocess
-from livseg.synthetic_files import write_dataset
 from livseg.train import TrainConfig
 from livseg.tune import SweepConfig, parse_dimension, parse_space, register_best, sweep
 
@@ -30,15 +27,6 @@ TRAIN = {"arch": "unet", "epochs": 3, "batch_size": 8, "workers": 1, "steps_per_
 # liver Dice 0 after epoch 1 against ~0.5 for the first trial, so ASHA (grace 1, factor 2, one
 # trial at a time) must stop the second trial at its first rung. Equal scores would not stop it.
 SPACE = "lr=1e-9|1e-3,gamma=2"
-
-
-@pytest.fixture(scope="module")
-def shards(ray_session, tmp_path_factory):
-    root = tmp_path_factory.mktemp("tune-data")
-    write_dataset(root / "raw", 8, seed=11, size=64)
-    cfg = PreprocessConfig(size=64, volume_size=(32, 32, 32), other_fraction=0.2)
-    preprocess(str(root / "raw"), str(root / "shards"), cfg)
-    return str(root / "shards")
 
 
 @pytest.fixture(scope="module")

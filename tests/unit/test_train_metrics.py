@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from livseg.augment import AugmentConfig, augment_slices
@@ -54,3 +55,11 @@ def test_augment_identity_and_label_set():
     out_i, out_m = augment_slices(images, masks, AugmentConfig(), gen)
     assert out_i.shape == images.shape and out_m.dtype == torch.long
     assert set(out_m.unique().tolist()) <= {0, 1, 2} and not torch.equal(out_m, masks)
+
+
+def test_validation_score_is_the_mean_of_liver_and_tumour_dice():
+    from livseg.train import _score
+
+    assert _score({"val_liver_dice": 0.9, "val_tumour_dice": 0.5}) == pytest.approx(0.7)
+    assert _score({"val_liver_dice": 0.9, "val_tumour_dice": float("nan")}) == 0.9
+    assert _score({"val_liver_dice": float("nan"), "val_tumour_dice": float("nan")}) == -1.0

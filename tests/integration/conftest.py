@@ -1,0 +1,19 @@
+"""Fixtures shared by the integration tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from livseg.config import PreprocessConfig
+from livseg.data import preprocess
+from livseg.synthetic_files import write_dataset
+
+
+@pytest.fixture(scope="session")
+def shards(ray_session, tmp_path_factory):
+    """8 generated cases at 64² preprocessed once (read-only for the tests that train on them)."""
+    root = tmp_path_factory.mktemp("small-data")
+    write_dataset(root / "raw", 8, seed=11, size=64)
+    cfg = PreprocessConfig(size=64, volume_size=(32, 32, 32), other_fraction=0.2)
+    preprocess(str(root / "raw"), str(root / "shards"), cfg)
+    return str(root / "shards")
