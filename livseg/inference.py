@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy import ndimage
 
 from livseg.checkpoint import load_checkpoint
@@ -77,13 +77,6 @@ def _bbox(mask: np.ndarray) -> tuple[slice, ...]:
     return tuple(out)
 
 
-def _resize_probs(probs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """(classes, h, w) → (classes, X, Y) bilinear; cv2 takes (width, height) = (Y, X)."""
-    return np.stack(
-        [cv2.resize(p, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR) for p in probs]
-    )
-
-
 class Segmenter:
     """A loaded checkpoint that segments whole volumes (canonical (X, Y, Z) HU arrays)."""
 
@@ -108,17 +101,20 @@ class Segmenter:
         return cls(model, meta, device, batch_size)
 
     @torch.no_grad()
-    def _softmax(self, x: np.ndarray) -> np.ndarray:
+    def _softmax(self, x: np.ndarray) -> torch.Tensor:
+        """Softmax probabilities (B, classes, …) float32 on the model's device."""
         inputs = torch.from_numpy(x).to(self.device, torch.float32)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             logits = self.model(inputs)
-        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+        return torch.softmax(logits.float(), dim=1)
 
+    @torch.no_grad()
     def _predict_2d(self, hu: np.ndarray, keep_probs: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """Labels (X, Y, Z) and optionally probabilities (classes, X, Y, Z), slab by slab.
 
-        Each slice's probabilities are resized to the input's in-plane size and its argmax taken
-        right away (float32, slice-contiguous); whole-volume float16 maps only when asked.
+        Probabilities are resized to the input's in-plane size and the argmax taken on the
+        model's device (bilinear with half-pixel centres, as OpenCV's INTER_LINEAR), so only
+        uint8 labels come back unless the float16 maps are asked for.
         """
         depth = hu.shape[2]
         processed: dict[int, np.ndarray] = {}
@@ -126,20 +122,22 @@ class Segmenter:
         classes = len(self.meta["label_map"])
         probs = np.empty((depth, classes, *hu.shape[:2]), np.float16) if keep_probs else None
         for start in range(0, depth, self.batch_size):
-            zs = range(start, min(start + self.batch_size, depth))
+            stop = min(start + self.batch_size, depth)
             slabs = []
-            for z in zs:
+            for z in range(start, stop):
                 idx = slab_indices(z, self.cfg.context, depth)
                 for j in idx:
                     if j not in processed:
                         processed[j] = process_slice(hu[:, :, j], self.cfg, self.stats)
                 slabs.append(np.stack([processed[j] for j in idx]))
-            for z, p in zip(zs, self._softmax(np.stack(slabs)), strict=True):
-                full = _resize_probs(p, hu.shape[:2])
-                labels[z] = full.argmax(0)
-                if probs is not None:
-                    probs[z] = full
-            for j in [j for j in processed if j < start + self.batch_size - self.cfg.context]:
+            full = F.interpolate(
+                self._softmax(np.stack(slabs)), size=hu.shape[:2], mode="bilinear",
+                align_corners=False,
+            )  # fmt: skip
+            labels[start:stop] = full.argmax(1).to(torch.uint8).cpu().numpy()
+            if probs is not None:
+                probs[start:stop] = full.half().cpu().numpy()
+            for j in [j for j in processed if j < stop - self.cfg.context]:
                 del processed[j]  # slabs only look K slices back: free what is behind
         labels = np.ascontiguousarray(np.moveaxis(labels, 0, -1))
         return labels, None if probs is None else np.moveaxis(probs, 0, -1)
@@ -147,7 +145,8 @@ class Segmenter:
     def _predict_3d(self, hu: np.ndarray, keep_probs: bool) -> tuple[np.ndarray, np.ndarray | None]:
         grid, _ = volume_grid(hu, None, self.cfg)
         x = zscore(grid, self.stats.mean, self.stats.std)[None, None]
-        probs = np.stack([resample_to_grid(p, hu.shape, order=1) for p in self._softmax(x)[0]])
+        grid_probs = self._softmax(x)[0].cpu().numpy()
+        probs = np.stack([resample_to_grid(p, hu.shape, order=1) for p in grid_probs])
         labels = probs.argmax(0).astype(np.uint8)
         return labels, probs.astype(np.float16) if keep_probs else None
 
