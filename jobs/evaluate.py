@@ -51,7 +51,7 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError("--model needs --data (a shard set or a raw LiTS folder) and vice versa")
     if args.mc < 1:
         raise ValueError(f"--mc {args.mc}: use at least 1 Monte-Carlo iteration")
-    storage.check_writable(args.out)
+    storage.prepare_output(args.out, f"--out {args.out}")
     if masks_mode:
         results = [score_mask_folders(args.pred, args.ref)]
     else:

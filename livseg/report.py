@@ -22,13 +22,28 @@ def history_csv(history: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-def curves_png(history: list[dict[str, Any]], title: str) -> bytes:
-    """Loss and foreground IoU per epoch, train vs validation, as PNG bytes."""
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display on cluster nodes)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def figure_png(fig) -> bytes:
+    """A finished figure as PNG bytes (100 dpi); the figure is closed."""
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=100)
+    pyplot().close(fig)
+    return buf.getvalue()
+
+
+def curves_png(history: list[dict[str, Any]], title: str) -> bytes:
+    """Loss and foreground IoU per epoch, train vs validation, as PNG bytes."""
+    plt = pyplot()
     epochs = [row["epoch"] for row in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key, label in ((axes[0], "loss", "loss"), (axes[1], "iou", "foreground IoU")):
@@ -39,11 +54,7 @@ def curves_png(history: list[dict[str, Any]], title: str) -> bytes:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def write_history(history: list[dict[str, Any]], folder: str, title: str) -> None:
@@ -70,23 +81,6 @@ TABLE_METRICS = BOX_METRICS + (  # the comparison table adds pooled and distance
 CLASS_NAMES = ("background", "liver", "tumour")
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=100)
-    _pyplot().close(fig)
-    return buf.getvalue()
-
-
 def draw_key(draws: dict[str, Any], metric: str, stat: str = "mean") -> str | None:
     """The Monte-Carlo key holding ``stat`` of ``metric`` (summary keys are nested names)."""
     exact = [k for k in draws if k.split(".") in ([metric, stat], [stat, metric])]
@@ -97,7 +91,7 @@ def draw_key(draws: dict[str, Any], metric: str, stat: str = "mean") -> str | No
 
 def boxplots_png(draws: dict[str, dict[str, Any]]) -> bytes:
     """Box plots of the Monte-Carlo distribution of each headline mean, one box per model."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(BOX_METRICS), figsize=(4 * len(BOX_METRICS), 4))
     labels = list(draws)
     for ax, (title, metric) in zip(axes, BOX_METRICS, strict=True):
@@ -111,14 +105,14 @@ def boxplots_png(draws: dict[str, dict[str, Any]]) -> bytes:
         ax.tick_params(axis="x", rotation=20)
         ax.grid(alpha=0.3, axis="y")
     fig.suptitle("Monte-Carlo resampling of test cases (mean per iteration)")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def confusion_png(confusions: dict[str, Any]) -> bytes:
     """Voxel confusion matrices in percent of each reference class (rows), one per model."""
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(confusions), figsize=(4.2 * len(confusions), 3.8))
     axes = np.atleast_1d(axes)
     for ax, (label, conf) in zip(axes, confusions.items(), strict=True):
@@ -134,7 +128,7 @@ def confusion_png(confusions: dict[str, Any]) -> bytes:
         ax.set_xlabel("prediction")
         ax.set_ylabel("reference")
         ax.set_title(label)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def case_png(figure: dict[str, Any], title: str) -> bytes:
@@ -146,7 +140,7 @@ def case_png(figure: dict[str, Any], title: str) -> bytes:
     import numpy as np
     from scipy import ndimage
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5.5))
     image = np.asarray(figure["image"], np.float32)
     ax.imshow(image.T, cmap="gray", origin="lower", aspect=figure["aspect"])
@@ -165,7 +159,7 @@ def case_png(figure: dict[str, Any], title: str) -> bytes:
     ax.invert_xaxis()
     ax.set_axis_off()
     ax.set_title(f"{title}  (slice z={figure['z']}; green reference, red prediction)", fontsize=9)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def _fmt(value: Any, digits: int = 3) -> str:

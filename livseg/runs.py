@@ -106,11 +106,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
     in_channels = 1 if is_volumetric(cfg.arch) else record["channels"]
     params = count_parameters(build_model(cfg.arch, in_channels, len(record["label_map"])))
     run_root = storage.join(cfg.storage, cfg.name)
-    try:
-        storage.make_dirs(run_root)
-    except OSError as exc:
-        raise ValueError(f"--storage {cfg.storage}: cannot create {run_root} ({exc})") from exc
-    storage.check_writable(run_root)
+    storage.prepare_output(run_root, f"--storage {cfg.storage}")
     init_ray()
     trainer = build_trainer(cfg)
     started = time.time()

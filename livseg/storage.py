@@ -281,6 +281,16 @@ def delete_dir(uri: str) -> None:
         fs.delete_dir(path)
 
 
+def prepare_output(uri: str, flag: str) -> None:
+    """Create the folder ``uri`` (for the command-line ``flag`` that named it) and check it is
+    writable; ``ValueError`` naming both otherwise."""
+    try:
+        make_dirs(uri)
+    except OSError as exc:
+        raise ValueError(f"{flag}: cannot create {uri} ({exc}); choose another location") from exc
+    check_writable(uri)
+
+
 def check_writable(uri: str) -> None:
     """Raise ``ValueError`` naming ``uri`` when we cannot create files there."""
     probe = join(uri, f".livseg-write-probe-{uuid.uuid4().hex}")

@@ -302,11 +302,7 @@ def sweep(train: TrainConfig, cfg: SweepConfig) -> dict[str, Any]:
     read_record(train.data)  # a clear error for missing shards before Ray starts
     cfg = replace(cfg, storage=_absolute(cfg.storage))
     sweep_root = storage.join(cfg.storage, cfg.name)
-    try:
-        storage.make_dirs(sweep_root)
-    except OSError as exc:
-        raise ValueError(f"--storage {cfg.storage}: cannot create {sweep_root} ({exc})") from exc
-    storage.check_writable(sweep_root)
+    storage.prepare_output(sweep_root, f"--storage {cfg.storage}")
     train = replace(train, data=_absolute(train.data), storage=storage.join(sweep_root, "runs"))
     init_ray()
     check_trial_fits(train)
@@ -369,11 +365,9 @@ def write_table(rows: list[dict[str, Any]], folder: str, title: str) -> None:
 def sweep_png(rows: list[dict[str, Any]], title: str) -> bytes:
     """Validation score (mean liver and tumour Dice; liver alone where no case has tumour) against
     the Dice weight, coloured by focal gamma; hollow: stopped early; star: best. PNG bytes."""
-    import matplotlib
+    from livseg.report import figure_png, pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     gammas = sorted({r["gamma"] for r in rows})
     for colour, gamma in zip(plt.cm.tab10.colors, gammas, strict=False):
@@ -395,11 +389,7 @@ def sweep_png(rows: list[dict[str, Any]], title: str) -> bytes:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def register_best(best: dict[str, Any], sweep_name: str, root: str, model_name: str) -> dict:
