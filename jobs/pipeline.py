@@ -1,6 +1,6 @@
 """The main job: every stage on embedded defaults (local Ray, ./livseg-work, CPU, generated data).
 
-    python jobs/pipeline.py [--work DIR] [--cases N] [--epochs 3] [--samples 4] [--sweep-epochs 2]
+    python jobs/pipeline.py [--work DIR] [--cases N] [--epochs 3] [--samples 3] [--sweep-epochs 2]
 
 Stages so far: generate LiTS-like cases → preprocess them into Parquet shards with Ray Data →
 train the study's architectures briefly with Ray Train and print their comparison → evaluate
@@ -26,7 +26,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", action="append", help="architectures to train (default: the "
                    "study's unet, unet-resnet34, vnet)")  # fmt: skip
     p.add_argument("--epochs", type=int, default=3, help="epochs per architecture (default 3)")
-    p.add_argument("--samples", type=int, default=4, help="sweep trials (default 4)")
+    p.add_argument("--samples", type=int, default=3, help="sweep trials (default 3)")
     p.add_argument("--sweep-epochs", type=int, default=2, help="epochs per trial (default 2)")
     cli.preprocess_flags(p)
     return p

@@ -363,10 +363,12 @@ def write_table(rows: list[dict[str, Any]], folder: str, title: str) -> None:
 
 
 def sweep_png(rows: list[dict[str, Any]], title: str) -> bytes:
-    """Validation score (mean liver and tumour Dice; liver alone where no case has tumour) against
-    the Dice weight, coloured by focal gamma; hollow: stopped early; star: best. PNG bytes."""
+    """Validation tumour Dice (of each trial's best epoch) against the Dice weight, coloured by
+    focal gamma; hollow: stopped early; star: best trial. Where no validation case has tumour
+    the validation score (liver Dice then) is plotted instead. PNG bytes."""
     from livseg.report import figure_png, pyplot
 
+    key = "val_tumour_dice" if any(not _nan(r["val_tumour_dice"]) for r in rows) else METRIC
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     gammas = sorted({r["gamma"] for r in rows})
@@ -375,17 +377,19 @@ def sweep_png(rows: list[dict[str, Any]], title: str) -> bytes:
             sel = [r for r in rows if r["gamma"] == gamma and r["stopped_early"] == early]
             label = f"γ = {gamma:g}" + (" (stopped early)" if early else "")
             face = "none" if early else colour
-            x, y = [r["dice"] for r in sel], [r[METRIC] for r in sel]
             if sel:
+                x, y = [r["dice"] for r in sel], [r[key] for r in sel]
                 ax.scatter(x, y, s=60, facecolors=face, edgecolors=colour, label=label)
     scored = [r for r in rows if not _nan(r[METRIC])]
     if scored:
         best = max(scored, key=lambda r: r[METRIC])
-        ax.scatter(best["dice"], best[METRIC], marker="*", s=250, c="gold", edgecolors="black",
-                   zorder=3, label="best")  # fmt: skip
+        ax.scatter(best["dice"], best[key], marker="*", s=250, c="gold", edgecolors="black",
+                   zorder=3, label="best (by validation score)")  # fmt: skip
     ax.set_xlim(-0.05, 1.05)
     ax.set_xlabel("Dice weight (focal = 1 − Dice)")
-    ax.set_ylabel("best validation score\n(mean of liver and tumour Dice)")
+    ax.set_ylabel(
+        "validation tumour Dice" if key != METRIC else "validation score (no tumour in val)"
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title)
