@@ -17,6 +17,7 @@ import argparse
 import sys
 
 from livseg import cli
+from livseg.errors import UsageError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -33,7 +34,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    from livseg import storage
     from livseg.evaluate import (
         case_dice_table,
         format_model_comparison,
@@ -41,16 +41,17 @@ def main(args: argparse.Namespace) -> int:
         score_models,
         write_evaluation,
     )
+    from livseg.io import storage
 
     masks_mode = bool(args.pred or args.ref)
     if masks_mode == bool(args.model or args.data):
-        raise ValueError("give either --pred DIR --ref DIR or --model URI --data URI")
+        raise UsageError("give either --pred DIR --ref DIR or --model URI --data URI")
     if masks_mode and not (args.pred and args.ref):
-        raise ValueError("--pred and --ref go together: both mask folders are needed")
+        raise UsageError("--pred and --ref go together: both mask folders are needed")
     if not masks_mode and not (args.model and args.data):
-        raise ValueError("--model needs --data (a shard set or a raw LiTS folder) and vice versa")
+        raise UsageError("--model needs --data (a shard set or a raw LiTS folder) and vice versa")
     if args.mc < 1:
-        raise ValueError(f"--mc {args.mc}: use at least 1 Monte-Carlo iteration")
+        raise UsageError(f"--mc {args.mc}: use at least 1 Monte-Carlo iteration")
     storage.prepare_output(args.out, f"--out {args.out}")
     if masks_mode:
         results = [score_mask_folders(args.pred, args.ref)]
@@ -64,7 +65,7 @@ def main(args: argparse.Namespace) -> int:
     if failed:
         print(f"{failed} case(s) could not be scored; see summary.json 'failed'")
     if not any(m["cases"] for m in summary["models"].values()):
-        raise ValueError("no case could be scored; see the errors above")
+        raise RuntimeError("no case could be scored; see the errors above")
     print(f"report: {storage.join(args.out, 'report.html')}")
     return cli.EXIT_OK
 

@@ -49,7 +49,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    from livseg import registry, storage
+    from livseg import registry
+    from livseg.io import storage
 
     logging.getLogger("botocore").setLevel(logging.WARNING)  # not "Found credentials" every run
     if args.command == "list":

@@ -31,9 +31,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder-weights", help="none | imagenet | PATH or s3:// state dict")
     p.add_argument("--storage", help="where runs go (default livseg-work/runs)")
     p.add_argument("--name", help="run name; the same name resumes (default 'default')")
-    p.add_argument("--config", help="YAML/JSON file with TrainConfig keys")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a TrainConfig key, e.g. --set lr=1e-3 (repeatable)")  # fmt: skip
+    cli.set_flag(p, "TrainConfig")
     p.add_argument("--register", action="store_true", help="register the best checkpoints")
     p.add_argument("--registry", default="livseg-work/models", help="registry folder or s3://")
     p.add_argument("--model-name", default="livseg", help="registry model name")
@@ -42,32 +40,25 @@ def parser() -> argparse.ArgumentParser:
 
 def train_config(args: argparse.Namespace, **defaults):
     """TrainConfig from file, --set overrides and the named flags (flags win)."""
-    from livseg.config import load
-    from livseg.losses import parse_loss_weights
-    from livseg.train import TrainConfig
+    from livseg.train import parse_loss_weights
 
-    overrides = [f"{k}={v}" for k, v in defaults.items()] + list(args.set)
     named = {
         "data": args.data, "workers": args.workers, "epochs": args.epochs,
         "encoder_weights": args.encoder_weights, "storage": args.storage, "name": args.name,
+        "gpu": args.gpu or None, **parse_loss_weights(args.loss_weights or ""),
     }  # fmt: skip
-    overrides += [f"{k}={v}" for k, v in named.items() if v is not None]
-    if args.gpu:
-        overrides.append("gpu=true")
-    if args.loss_weights:
-        overrides += [f"{k}={v}" for k, v in parse_loss_weights(args.loss_weights).items()]
-    return load(TrainConfig, args.config, overrides)
+    return cli.train_config(args, named, **defaults)
 
 
 def archs(args: argparse.Namespace) -> list[str]:
-    from livseg.runs import STUDY_ARCHS
+    from livseg.train import STUDY_ARCHS
 
     chosen = args.arch or ["unet-resnet34"]
     return list(STUDY_ARCHS) if "all" in chosen else chosen
 
 
 def main(args: argparse.Namespace) -> int:
-    from livseg.runs import fit_all, format_comparison
+    from livseg.train import fit_all, format_comparison
 
     cfg = train_config(args)
     rows = fit_all(cfg, archs(args))

@@ -44,28 +44,29 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model-name", default="livseg", help="registry model name")
     p.add_argument("--no-register", action="store_true", help="do not register the best trial")
     p.add_argument("--num-cpus", type=float, help="CPUs of a local Ray instance (default: all)")
-    p.add_argument("--config", help="YAML/JSON file with TrainConfig keys")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a TrainConfig key, e.g. --set lr=1e-3 (repeatable)")  # fmt: skip
+    cli.set_flag(p, "TrainConfig")
     return p
 
 
 def train_config(args: argparse.Namespace):
     """The trials' base TrainConfig: file, --set overrides, then the named flags."""
-    from livseg.config import load
-    from livseg.train import TrainConfig
-
     named = {
         "data": args.data, "arch": args.arch, "epochs": args.epochs, "workers": args.workers,
-        "cpus_per_worker": args.cpus_per_worker, "seed": args.seed,
+        "cpus_per_worker": args.cpus_per_worker, "seed": args.seed, "gpu": args.gpu or None,
     }  # fmt: skip
-    overrides = list(args.set) + [f"{k}={v}" for k, v in named.items() if v is not None]
-    return load(TrainConfig, args.config, overrides + (["gpu=true"] if args.gpu else []))
+    return cli.train_config(args, named)
 
 
 def main(args: argparse.Namespace) -> int:
     from livseg.runtime import init_ray
-    from livseg.tune import SweepConfig, format_best, parse_space, register_best, sweep
+    from livseg.tune import (
+        SweepConfig,
+        format_best,
+        format_table,
+        parse_space,
+        register_best,
+        sweep,
+    )
 
     train = train_config(args)
     cfg = SweepConfig(
@@ -80,6 +81,7 @@ def main(args: argparse.Namespace) -> int:
     early = sum(r["stopped_early"] for r in out["rows"])
     verb = "continued" if out["resumed"] else "ran"
     print(f"{verb} sweep {out['name']}: {len(out['rows'])} trials, {early} stopped early")
+    print(format_table(out["rows"]))
     print(format_best(out["best"]))
     print(f"table: {out['csv']}\nplot: {out['png']}")
     if not args.no_register:

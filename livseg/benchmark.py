@@ -17,25 +17,25 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from livseg.config import PreprocessConfig, to_dict
-from livseg.dataset import discover_cases
-from livseg.preprocess import stats_from_histogram
-from livseg.shards import write_split_tables
+from livseg.config import to_dict
+from livseg.data import (
+    PreprocessConfig,
+    assign_rows,
+    case_item,
+    case_slices,
+    inspect_case,
+    normalise_volumes,
+    rows_per_file,
+    stats_from_histogram,
+    write_split_tables,
+)
+from livseg.io import discover_cases
 
 
 def serial_preprocess(input_uri: str, output: Path, cfg: PreprocessConfig) -> int:
     """The baseline: one process, a for-loop over cases, same functions and shard format."""
-    from livseg.data import (
-        _assign,
-        _case_item,
-        case_slices,
-        inspect_case,
-        normalise_volumes,
-        rows_per_file,
-    )
-
-    rows = [inspect_case(_case_item(c), to_dict(cfg)) for c in discover_cases(input_uri)]
-    _assign(rows, cfg)
+    rows = [inspect_case(case_item(c), to_dict(cfg)) for c in discover_cases(input_uri)]
+    assign_rows(rows, cfg)
     ok = [r for r in rows if r["status"] == "ok"]
     hist = np.sum([r["histogram"] for r in ok if r["split"] == "train"], axis=0)
     stats = stats_from_histogram(hist, cfg.window[0]).__dict__
@@ -43,7 +43,8 @@ def serial_preprocess(input_uri: str, output: Path, cfg: PreprocessConfig) -> in
     written, pending, limit = 0, [], rows_per_file(cfg, "slices")
     for i, r in enumerate(ok):
         # Flush like the Ray sink does (about rows_per_file rows a file), never all in memory.
-        pending.append(case_slices({k: np.array([r[k]]) for k in keys}, to_dict(cfg), stats))
+        batch = {k: np.array([r[k]]) for k in keys}
+        pending.append(case_slices(batch, to_dict(cfg), stats, str(output / "slices" / "_failed")))
         if sum(map(len, pending)) >= limit or i == len(ok) - 1:
             written += sum(
                 write_split_tables(str(output / "slices"), pa.concat_tables(pending)).values()
@@ -70,7 +71,7 @@ def bench_preprocess(
 
     from livseg.data import preprocess
     from livseg.runtime import init_ray
-    from livseg.synthetic_files import write_dataset
+    from livseg.synthetic import write_dataset
 
     init_ray()
     cfg = PreprocessConfig(size=min(size, 256), seed=seed)
@@ -117,10 +118,8 @@ def plain_train_rate(shards: str, cfg: Any, steps: int, warmup: int = 3) -> floa
     loss, augmentation and ``train_epoch`` as the workers; no Ray, no DDP)."""
     import torch
 
-    from livseg.losses import build_loss
-    from livseg.models import build_model
-    from livseg.shards import load_split_numpy, read_record
-    from livseg.train import train_epoch
+    from livseg.data import load_split_numpy, read_record
+    from livseg.train import build_loss, build_model, memory_format, train_epoch
 
     record = read_record(shards)
     arrays = load_split_numpy(shards, "train")
@@ -128,8 +127,7 @@ def plain_train_rate(shards: str, cfg: Any, steps: int, warmup: int = 3) -> floa
     device = torch.device("cuda" if cfg.gpu else "cpu")
     classes = len(record["label_map"])
     model = build_model(cfg.arch, record["channels"], classes).to(device)
-    if cfg.gpu:
-        model = model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=memory_format(4))  # as the Ray workers do
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     loss_fn, gen = build_loss(cfg.dice, cfg.focal, cfg.gamma), torch.Generator(device=device)
 
@@ -158,10 +156,9 @@ def bench_train(
     import ray
 
     from livseg.data import preprocess
-    from livseg.runs import fit
     from livseg.runtime import init_ray
-    from livseg.synthetic_files import write_dataset
-    from livseg.train import TrainConfig
+    from livseg.synthetic import write_dataset
+    from livseg.train import TrainConfig, fit
 
     init_ray()
     cpus = int(ray.cluster_resources().get("CPU", 1))
@@ -245,7 +242,7 @@ def bench_metrics(size: int = 512, slices: int = 500, seed: int = 0) -> dict[str
     """
     import os
 
-    from livseg.metrics import score_case
+    from livseg.evaluate import score_case
 
     case = metrics_case(size, slices, seed)
     pinned = hasattr(os, "sched_setaffinity")

@@ -1,7 +1,8 @@
-"""What every ``jobs/*.py`` entry point shares: exit codes and error reporting.
+"""What every ``jobs/*.py`` entry point shares: exit codes, error reporting, config flags.
 
 Exit codes (the CLI contract): 0 success (quarantined inputs included), 2 bad arguments or
-unusable configuration, 1 the job itself failed.
+unusable configuration (a :class:`~livseg.errors.UsageError`), 1 the job itself failed (any
+other exception, printed with its traceback).
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ import argparse
 import logging
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from livseg.errors import UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -20,12 +24,12 @@ def run(
     parser: argparse.ArgumentParser,
     argv: list[str] | None = None,
 ) -> int:
-    """Parse ``argv`` and call ``main``; map ``ValueError`` to exit 2 and crashes to exit 1."""
+    """Parse ``argv`` and call ``main``; ``UsageError`` → exit 2, other failures → exit 1."""
     args = parser.parse_args(argv)  # exits 2 itself on bad flags
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return main(args) or EXIT_OK
-    except ValueError as exc:
+    except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -36,29 +40,49 @@ def run(
         return EXIT_FAILED
 
 
-def preprocess_flags(parser: argparse.ArgumentParser) -> None:
-    """Flags shared by jobs that preprocess (preprocess.py, pipeline.py)."""
-    parser.add_argument("--size", type=int, help="in-plane output size in pixels (default 256)")
-    parser.add_argument("--context", type=int, help="neighbouring slices each side (C = 2K+1)")
-    parser.add_argument("--seed", type=int, help="seed for split and slice sampling")
-    parser.add_argument("--config", help="YAML/JSON file with PreprocessConfig keys")
+def set_flag(parser: argparse.ArgumentParser, config: str) -> None:
+    """``--config FILE`` and repeatable ``--set KEY=VALUE`` for the config class ``config``."""
+    parser.add_argument("--config", help=f"YAML/JSON file with {config} keys")
     parser.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override one PreprocessConfig key, e.g. --set window=-100,300 (repeatable)",
+        help=f"override one {config} key, e.g. --set lr=1e-3 (repeatable)",
     )
 
 
-def preprocess_config(args: argparse.Namespace, **defaults):
-    """Build the PreprocessConfig from a file, ``--set`` overrides and the named flags."""
-    from livseg.config import PreprocessConfig, load
+def overrides(args: argparse.Namespace, named: Mapping[str, Any]) -> list[str]:
+    """``key=value`` overrides: ``--set`` pairs, then the named flags that were given
+    (``None`` = not given), which win."""
+    return list(args.set) + [f"{k}={v}" for k, v in named.items() if v is not None]
 
-    overrides = [f"{k}={v}" for k, v in defaults.items()] + list(args.set)
-    overrides += [
-        f"{k}={getattr(args, k)}"
-        for k in ("size", "context", "seed")
-        if getattr(args, k) is not None
-    ]
-    return load(PreprocessConfig, args.config, overrides)
+
+def preprocess_flags(parser: argparse.ArgumentParser, size: int = 256) -> None:
+    """Flags shared by jobs that preprocess (preprocess.py, pipeline.py); ``size`` is the job's
+    default, shown in ``--help`` and used by :func:`preprocess_config`."""
+    parser.set_defaults(default_size=size)
+    parser.add_argument("--size", type=int, help=f"in-plane output size in pixels (default {size})")
+    parser.add_argument("--context", type=int, help="neighbouring slices each side (C = 2K+1)")
+    parser.add_argument("--seed", type=int, help="seed for split and slice sampling")
+    set_flag(parser, "PreprocessConfig")
+
+
+def preprocess_config(args: argparse.Namespace, **defaults):
+    """The PreprocessConfig from the job's ``defaults``, a file, ``--set`` overrides and the
+    named flags."""
+    from livseg.config import load
+    from livseg.data import PreprocessConfig
+
+    named = {k: getattr(args, k) for k in ("size", "context", "seed")}
+    defaults = {"size": args.default_size, **defaults}
+    return load(PreprocessConfig, args.config, overrides(args, named), defaults)
+
+
+def train_config(args: argparse.Namespace, named: Mapping[str, Any], **defaults):
+    """The TrainConfig from the job's ``defaults``, a file, ``--set`` overrides and the named
+    flags (flags win)."""
+    from livseg.config import load
+    from livseg.train import TrainConfig
+
+    return load(TrainConfig, args.config, overrides(args, named), defaults)

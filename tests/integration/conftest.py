@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from livseg.config import PreprocessConfig
-from livseg.data import preprocess
-from livseg.synthetic_files import write_dataset
+from livseg.data import PreprocessConfig, preprocess
+from livseg.synthetic import write_dataset
 
 
 @pytest.fixture(scope="session")

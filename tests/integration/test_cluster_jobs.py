@@ -18,11 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from livseg.config import PreprocessConfig
-from livseg.data import preprocess
-from livseg.runs import fit
-from livseg.synthetic_files import write_dataset
-from livseg.train import TrainConfig
+from livseg.data import PreprocessConfig, preprocess
+from livseg.synthetic import write_dataset
+from livseg.train import TrainConfig, fit
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,8 +14,8 @@ import pytest
 from job_helpers import ROOT, check_report, run_job
 
 from livseg.evaluate import monte_carlo
-from livseg.synthetic_files import write_dataset
-from livseg.volumes import nifti_bytes, read_nifti
+from livseg.io import nifti_bytes, read_nifti
+from livseg.synthetic import write_dataset
 
 
 def _write_like(labels_canonical: np.ndarray, ref_path: Path, out_path: Path, flip: bool) -> None:
@@ -96,9 +96,8 @@ def test_pred_ref_per_case_numbers(ray_session, masks):
     assert float(missed["tumour_fp"]) == 0
 
     assert rows[3]["status"] == "error"
-    assert (
-        "segmentation-3.nii.gz" in rows[3]["error"] and "different voxel grids" in rows[3]["error"]
-    )
+    assert "segmentation-3.nii.gz" in rows[3]["error"]
+    assert "not on the voxel grid of" in rows[3]["error"]
     assert str(masks["ref_dir"]) in rows[3]["error"]
     assert rows[4]["status"] == "error" and "no predicted" in rows[4]["error"]
 
@@ -140,3 +139,30 @@ def test_bad_arguments_exit_2(tmp_path):
     assert both.returncode == 2 and "either" in both.stderr
     empty = run("--pred", str(tmp_path), "--ref", str(tmp_path), "--out", str(tmp_path / "o"))
     assert empty.returncode == 2 and "no segmentation-N" in empty.stderr
+
+
+def test_a_binary_model_is_evaluated_on_the_liver(ray_session, tmp_path):
+    """The study's binary labels (liver+tumour vs background): trained, then scored end to end
+    through jobs/evaluate.py on liver metrics, tumour left unscored rather than counted as 0."""
+    from livseg.data import PreprocessConfig, preprocess
+    from livseg.train import TrainConfig, fit
+
+    write_dataset(tmp_path / "raw", 5, seed=8, size=64)
+    cfg = PreprocessConfig(size=64, context=1, volume_size=(16, 16, 16), label_mode="binary")
+    shards = str(tmp_path / "shards")
+    preprocess(str(tmp_path / "raw"), shards, cfg)
+    row = fit(TrainConfig(
+        data=shards, arch="unet", epochs=1, steps_per_epoch=4, lr=1e-3, workers=1,
+        cpus_per_worker=1, storage=str(tmp_path / "runs"), name="binary",
+    ))  # fmt: skip
+    out = tmp_path / "eval"
+    argv = ["--model", row["checkpoint"], "--data", shards, "--out", str(out), "--mc", "5"]
+    assert run_job("evaluate", argv) == 0
+    summary = json.loads((out / "summary.json").read_text())["models"]["unet"]
+    assert summary["cases"] >= 1 and not summary["failed"]
+    values = summary["summary"]
+    assert 0 <= values["liver_dice_mean"] <= 1 and values["liver_auc_mean"] is not None
+    assert values["tumour_dice_mean"] is None and values["tumour_dice_global"] is None
+    with open(out / "per_case.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert all(r["status"] == "ok" and r["tumour_dice"] in ("", "nan") for r in rows), rows

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from livseg import registry
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,20 +41,31 @@ def test_synth_writes_kaggle_layout(tmp_path):
 def test_main_job_runs_on_embedded_defaults(tmp_path):
     work = tmp_path / "work"
     done = _run("jobs/pipeline.py", "--work", str(work), "--cases", "4", "--size", "64",
-                "--set", "volume_size=32,32,32", "--epochs", "1", "--samples", "2",
-                "--sweep-epochs", "1", timeout=900)  # fmt: skip
+                "--set", "volume_size=32,32,32", "--epochs", "1", "--volume-epochs", "1",
+                "--samples", "2", "--sweep-epochs", "1", timeout=900)  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    assert "cases ok 4, failed 0" in done.stdout
+    out = done.stdout
+    assert "cases ok 4, failed 0" in out
     assert (work / "shards" / "preprocess.json").is_file()
     assert list((work / "shards" / "slices" / "train").glob("*.parquet"))
-    table = (work / "runs" / "pipeline" / "comparison.csv").read_text().splitlines()
-    assert [line.split(",")[0] for line in table[1:]] == ["unet", "unet-resnet34", "vnet"]
     for arch in ("unet", "unet-resnet34", "vnet"):
-        assert f"\n{arch} " in done.stdout  # the printed comparison table
-        assert f"\n{arch}:  case" in done.stdout  # its per-case test Dice
+        assert f"\n{arch} " in out  # the printed comparison table
+        assert f"\n{arch}:  case" in out  # its per-case test Dice
+    assert "\nunet-resnet34 (tuned):  case" in out  # the sweep's best is evaluated too
     assert (work / "evaluation" / "report.html").is_file()
-    assert "report: " in done.stdout and "chosen loss weights: dice=" in done.stdout
+    assert "report: " in out and "chosen loss weights: dice=" in out
     sweep_rows = (work / "sweeps" / "pipeline" / "sweep.csv").read_text().splitlines()
     assert len(sweep_rows) == 1 + 2
-    current = json.loads((work / "models" / "livseg" / "current.json").read_text())
-    assert current["version"] == "v0001" and f"current = {current['version']}" in done.stdout
+    # Every trained model and the sweep's best are registered with their test metrics; the
+    # current one is the best on validation among those scored on the same cases and grid.
+    cards = registry.list_versions(str(work / "models"), "livseg")
+    assert len(cards) == 4 and all(c["test_metrics"]["split"] == "test" for c in cards)
+    assert all(0 <= c["test_metrics"]["liver_dice_mean"] <= 1 for c in cards)
+    slices = [c for c in cards if c["validation"]["grid"] == [64, 64]]
+    assert len(slices) == 3 and {c["arch"] for c in cards} == {"unet", "unet-resnet34", "vnet"}
+    current = registry.current(str(work / "models"), "livseg")
+    assert current["value"] == max(c["value"] for c in slices)
+    assert f"current model: livseg {current['version']}" in out
+    # Tune's status tables stay off the console: one line per trial event instead.
+    assert "Trial status" not in out and "Configuration for experiment" not in out
+    assert out.count(" started (") == 2 and "Running Dataset" not in out

@@ -12,12 +12,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from livseg import shards
-from livseg.config import PreprocessConfig
-from livseg.data import preprocess
-from livseg.preprocess import IntensityStats, slice_samples
-from livseg.synthetic_files import write_dataset
-from livseg.volumes import read_case
+from livseg import data as shards
+from livseg.data import IntensityStats, PreprocessConfig, preprocess, slice_samples
+from livseg.io import read_case
+from livseg.synthetic import write_dataset
 
 CFG = PreprocessConfig(size=64, context=1, volume_size=(32, 32, 32), other_fraction=0.2)
 GOOD = 8
@@ -46,7 +44,7 @@ def _add_bad_inputs(root: Path) -> dict[int, str]:
         21: "truncated",
         9: "not a NIfTI",
         22: "4-D image",
-        23: "differs from image",
+        23: "not on the voxel grid",
     }
 
 

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from livseg.config import PreprocessConfig
-from livseg.data import preprocess
-from livseg.runs import fit
-from livseg.scoring import score_split
-from livseg.synthetic_files import write_dataset
-from livseg.train import TrainConfig
+from livseg.data import PreprocessConfig, preprocess
+from livseg.synthetic import write_dataset
+from livseg.train import TrainConfig, fit, score_split
 
 LIVER_MIN_MEAN, TUMOUR_MIN_MEAN = 0.90, 0.50
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from livseg import registry, storage
+from livseg import registry
+from livseg.io import conditional, storage
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,7 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def fake_checkpoint(folder: Path, value: float) -> str:
     """A checkpoint folder the registry accepts (it copies files, it does not load them)."""
     folder.mkdir(parents=True)
+    validation = {"data": "3f2a91c0d4", "split": "val", "case_ids": [3, 7], "grid": [64, 64]}
     meta = {"arch": "unet", "in_channels": 1, "classes": 3, "metrics": {"val_score": value}}
+    meta["validation"] = validation
     (folder / "meta.json").write_text(json.dumps(meta))
     (folder / "model.pt").write_bytes(f"weights {value}".encode())
     return str(folder)
@@ -27,14 +30,14 @@ def fake_checkpoint(folder: Path, value: float) -> str:
 
 def test_conditional_writes_on_s3(s3_server):
     uri = s3_server("registry-cas") + "/p/pointer.json"
-    assert storage.read_with_token(uri) == (None, None)
-    assert not storage.write_bytes_if(uri, b"x", '"0123"')  # IfMatch on a missing object
-    assert storage.write_bytes_if(uri, b"one", None)
-    assert not storage.write_bytes_if(uri, b"two", None)  # IfNoneMatch="*"
-    data, token = storage.read_with_token(uri)
+    assert conditional.read_with_token(uri) == (None, None)
+    assert not conditional.write_bytes_if(uri, b"x", '"0123"')  # IfMatch on a missing object
+    assert conditional.write_bytes_if(uri, b"one", None)
+    assert not conditional.write_bytes_if(uri, b"two", None)  # IfNoneMatch="*"
+    data, token = conditional.read_with_token(uri)
     assert data == b"one"
-    assert storage.write_bytes_if(uri, b"two", token)
-    assert not storage.write_bytes_if(uri, b"three", token)  # stale ETag
+    assert conditional.write_bytes_if(uri, b"two", token)
+    assert not conditional.write_bytes_if(uri, b"three", token)  # stale ETag
     assert storage.read_bytes(uri) == b"two"
 
 

@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
+import torch
 from job_helpers import check_report, run_job
 
-from livseg.checkpoint import load_checkpoint, read_meta
+from livseg.data import read_record
 from livseg.registry import register
-from livseg.runs import fit, fit_all
-from livseg.scoring import score_split
-from livseg.shards import read_record
-from livseg.train import TrainConfig
+from livseg.train import (
+    NonFiniteLossError,
+    TrainConfig,
+    fit,
+    fit_all,
+    load_checkpoint,
+    read_meta,
+    score_split,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -93,11 +101,32 @@ def test_evaluate_models_compares_architectures_on_the_test_split(comparison, sh
 
 
 def test_rerunning_a_name_resumes_from_its_checkpoint(comparison):
+    """A resumed run continues the epochs, and its time limit counts from its own start: the
+    first run, seemingly two hours ago, must not stop it after one epoch."""
     # Last of the tests on `comparison`: resuming adds epochs, and Ray's retention (keep=1) may
     # delete the checkpoint the earlier tests read.
     cfg, _ = comparison
-    row = fit(replace(cfg, arch="unet-resnet34", epochs=3))
-    assert row["resumed_from_epoch"] == 2 and row["epochs"] == 3
+    for state_file in Path(cfg.storage, cfg.name, "unet-resnet34").glob(
+        "checkpoint_*/train_state.pt"
+    ):
+        state = torch.load(state_file, weights_only=False)
+        state["state"]["started"] = time.time() - 2 * 3600  # what older checkpoints carried
+        torch.save(state, state_file)
+    row = fit(replace(cfg, arch="unet-resnet34", epochs=4, time_limit_min=60))
+    assert row["resumed_from_epoch"] == 2 and row["epochs"] == 4
+
+
+def test_a_non_finite_loss_stops_the_run_naming_epoch_and_step(shards, tmp_path):
+    """Adam at lr 1e30 blows the weights up after one step: the run stops at step 2 with an
+    error that says so, and no checkpoint holds NaN weights."""
+    cfg = TrainConfig(
+        data=shards, arch="unet", epochs=2, steps_per_epoch=3, lr=1e30, workers=1,
+        max_failures=0, storage=str(tmp_path), name="nan",
+    )  # fmt: skip
+    with pytest.raises(NonFiniteLossError, match="epoch 1, step 2") as info:
+        fit(cfg)
+    assert "--set lr=" in str(info.value)
+    assert not list(tmp_path.rglob("checkpoint_*"))
 
 
 def test_gpu_request_without_gpus_is_a_clear_error(shards, tmp_path):

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from livseg.config import PreprocessConfig, from_dict, load, parse_overrides, to_dict
+from livseg.config import from_dict, load, parse_overrides, to_dict
+from livseg.data import PreprocessConfig
 
 
 def test_unknown_key_lists_valid_ones():

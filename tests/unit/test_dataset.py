@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from livseg.dataset import assign_splits, discover_cases
+from livseg.io import assign_splits, discover_cases
 
 
 def _touch(path: Path) -> None:
@@ -60,3 +60,27 @@ def test_small_sets_get_every_split(n):
     splits = assign_splits([f"case-{i}" for i in range(n)])
     assert set(splits.values()) == {"train", "test", "val"}
     assert list(splits.values()).count("train") >= n // 2
+
+
+def test_patient_table_and_warnings(tmp_path):
+    from livseg.data import assign_rows
+    from livseg.data.config import PreprocessConfig
+    from livseg.data.tasks import split_warnings
+    from livseg.errors import UsageError
+    from livseg.io import read_patients
+
+    table = tmp_path / "patients.csv"
+    table.write_text("case_id,patient\n1,MRN 7\n2,MRN 7\n3,MRN 8\n")
+    patients = read_patients(str(table))
+    assert patients[1] == patients[2] != patients[3] and patients[1].startswith("pt-")
+    assert "MRN" not in "".join(patients.values())
+    (tmp_path / "bad.csv").write_text("case,patient\n1,a\n")
+    with pytest.raises(UsageError, match="case_id,patient"):
+        read_patients(str(tmp_path / "bad.csv"))
+    # an anonymised export: every series says PatientID "ANON"
+    rows = [{"case_id": c, "patient": "pt-anon", "status": "ok"} for c in range(6)]
+    assign_rows(rows, PreprocessConfig())
+    assert len({r["split"] for r in rows}) == 1
+    assert "holds 6 of 6 usable cases" in split_warnings(rows)[0]
+    mixed = [{"case_id": c, "patient": f"pt-{c}", "status": "ok"} for c in range(6)]
+    assert split_warnings(mixed) == []

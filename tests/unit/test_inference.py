@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from livseg.config import PreprocessConfig, to_dict
+from livseg.config import to_dict
+from livseg.data import LABEL_MAPS, IntensityStats, PreprocessConfig, process_slice, slab_indices
 from livseg.inference import Segmenter, keep_liver_components
-from livseg.models import build_model
-from livseg.preprocess import LABEL_MAPS, IntensityStats, process_slice, slab_indices
+from livseg.train import build_model
 
 
 def _meta(arch: str, cfg: PreprocessConfig) -> dict:

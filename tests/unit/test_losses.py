@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from livseg.losses import build_loss, parse_loss_weights
+from livseg.train import build_loss, parse_loss_weights
 
 
 def _half_and_half(classes=3):

@@ -4,18 +4,18 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from livseg.metrics import (
-    auc_ap_from_histograms,
+from livseg.evaluate import (
     binary_scores,
     confusion_counts,
     detect_lesions,
     global_dice,
-    pixel_scores,
     roc_auc_ap,
     score_case,
     summarise,
     surface_distances,
 )
+from livseg.evaluate.auc import auc_ap_from_histograms
+from livseg.evaluate.lits import pixel_scores
 
 SPACING = (0.7, 0.7, 2.5)
 
@@ -172,7 +172,8 @@ def test_summarise_subsets_pooling_and_global_dice():
 
 @pytest.mark.parametrize("seed", range(5))
 def test_matches_medpy(seed):
-    mb = pytest.importorskip("medpy.metric.binary")
+    import medpy.metric.binary as mb  # a declared test dependency: missing must fail
+
     pred, ref = blobs(2 * seed), blobs(2 * seed + 1)
     s = binary_scores(pred, ref, SPACING)
     expected = {
@@ -186,7 +187,8 @@ def test_matches_medpy(seed):
 
 @pytest.mark.parametrize("seed", range(3))
 def test_score_case_crop_matches_medpy_on_labels(seed):
-    mb = pytest.importorskip("medpy.metric.binary")
+    import medpy.metric.binary as mb  # a declared test dependency: missing must fail
+
     shape = (40, 30, 20)
     ref = np.zeros(shape, np.uint8)
     ref[8:30, 5:22, :] = blobs(seed, (22, 17, 20), 0.0)  # a box inside, touching both z ends
@@ -216,3 +218,22 @@ def test_detection_matches_a_loop_over_lesions(seed):
     fp = sum(not (ref & (pred_ids == j)).any() for j in range(1, n_pred + 1))
     got = detect_lesions(pred, ref)
     assert (got["tp"], got["fp"], got["fn"]) == (tp, fp, n_ref - tp) and 0 < tp < n_ref
+
+
+def test_liver_only_scoring_leaves_tumour_unscored():
+    """A binary model's case: liver metrics as usual, every tumour number NaN (not a miss),
+    and summaries that skip them instead of failing."""
+    ref = np.zeros((12, 12, 6), np.uint8)
+    ref[2:9, 2:9, 1:5] = 1
+    ref[4:6, 4:6, 2:4] = 2
+    pred = (ref > 0).astype(np.uint8)  # liver incl. tumour, as a binary model labels it
+    probs = np.stack([1.0 - pred, pred]).astype(np.float32)
+    row = score_case(pred, ref, SPACING, probs, structures=("liver",))
+    assert row["liver_dice"] == 1.0 and row["liver_auc"] == 1.0
+    tumour = [k for k in row if k.startswith("tumour_") or k.startswith("burden")]
+    assert tumour and all(math.isnan(row[k]) for k in tumour)
+    summary = summarise([row, row])
+    assert summary["liver_dice_mean"] == 1.0 and summary["tumour_cases"] == 0
+    assert math.isnan(summary["tumour_dice_mean"]) and math.isnan(summary["tumour_dice_global"])
+    with pytest.raises(ValueError, match=r"expected \(2, "):
+        score_case(pred, ref, SPACING, np.stack([probs[0]] * 3), structures=("liver",))

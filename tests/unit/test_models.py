@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision
 
-from livseg.models import available_archs, build_model, is_volumetric
+from livseg.train import available_archs, build_loss, build_model, is_volumetric
 
 
 @pytest.mark.parametrize(
@@ -94,3 +94,42 @@ def test_encoder_weights_from_s3(tmp_path, s3_server):
     model = build_model("unet-resnet34", 3, 3, encoder_weights=f"{bucket}/enc/resnet34.pth")
     torch.testing.assert_close(model.encoder.state_dict()["layer1.0.conv1.weight"],
                                state["layer1.0.conv1.weight"])  # fmt: skip
+
+
+def test_vnet_learns_a_small_organ():
+    """The V-Net's output block: a 3 % foreground blob is learned in 60 steps (MONAI's own
+    block, a batch-normalised 3-channel bottleneck, stayed near Dice 0.1 here and at 0.05 on
+    the main job's data)."""
+    import numpy as np
+
+    def blobs(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng(seed)
+        zz, yy, xx = np.mgrid[:16, :16, :16]
+        x = rng.normal(-2, 1, (4, 1, 16, 16, 16)).astype(np.float32)
+        y = np.zeros((4, 16, 16, 16), np.int64)
+        for i in range(4):
+            c, r = rng.uniform(6, 10, 3), rng.uniform(3, 4)
+            d2 = (xx - c[0]) ** 2 + (yy - c[1]) ** 2 + (zz - c[2]) ** 2
+            y[i][d2 < r**2], y[i][d2 < (r / 3) ** 2] = 1, 2
+            x[i, 0] += 2.5 * (y[i] == 1) + 1.0 * (y[i] == 2)
+        return torch.from_numpy(x), torch.from_numpy(y)
+
+    torch.manual_seed(0)
+    model, loss_fn = build_model("vnet", 1, 3), build_loss()
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    x, y = blobs(0)
+    for _ in range(60):
+        pick = torch.randint(0, 4, (2,))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(x[pick])
+        loss = loss_fn(logits.float(), y[pick])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        held_x, held_y = blobs(1)
+        pred = model(held_x).argmax(1) >= 1
+    ref = held_y >= 1
+    dice = 2 * (pred & ref).sum().item() / (pred.sum().item() + ref.sum().item())
+    assert dice > 0.6, dice

@@ -1,21 +1,23 @@
 import numpy as np
 import pytest
 
-from livseg.config import PreprocessConfig
-from livseg.preprocess import (
+from livseg.data import (
     IntensityStats,
-    bilateral_filter,
-    encode_labels,
-    liver_histogram,
+    PreprocessConfig,
     resample_to_grid,
-    resize_image,
-    resize_mask,
-    select_slices,
     slab_indices,
     slice_samples,
     stats_from_histogram,
-    window,
     zscore,
+)
+from livseg.data.transforms import (
+    bilateral_filter,
+    encode_labels,
+    liver_histogram,
+    resize_image,
+    resize_mask,
+    select_slices,
+    window,
 )
 
 

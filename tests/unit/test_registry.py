@@ -10,13 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from livseg import registry, storage
+from livseg import registry
+from livseg.io import conditional, storage
+
+VALIDATION = {"data": "3f2a91c0d4", "split": "val", "case_ids": [3, 7], "grid": [64, 64]}
 
 
-def fake_checkpoint(folder: Path, value: float, metric: str = "val_score") -> str:
+def fake_checkpoint(
+    folder: Path, value: float, metric: str = "val_score", validation: dict | None = VALIDATION
+) -> str:
     """A checkpoint folder the registry accepts (it copies files, it does not load them)."""
     folder.mkdir(parents=True)
     meta = {
+        "validation": validation,
         "arch": "unet",
         "in_channels": 1,
         "classes": 3,
@@ -47,6 +53,33 @@ def test_first_version_becomes_current_with_its_card(tmp_path):
     pointer = registry.current(root, "livseg")
     assert pointer["version"] == "v0001" and pointer["previous"] == []
     assert pointer["uri"] == done["uri"] == registry.resolve_model(root, "livseg")
+
+
+def test_scores_from_another_validation_set_are_not_compared(tmp_path):
+    """A Dice of other cases (or another grid) is an unlike number: promotion needs force."""
+    root = str(tmp_path / "models")
+    registry.register(root, "m", fake_checkpoint(tmp_path / "a", 0.6))
+    for n, other in enumerate(
+        [
+            {**VALIDATION, "case_ids": [3, 8]},  # other cases
+            {**VALIDATION, "data": "77aa00ee11"},  # another shard set
+            {**VALIDATION, "grid": [32, 32, 32]},  # a V-Net's volume grid
+            None,  # a checkpoint that does not say what it was scored on
+        ]
+    ):
+        done = registry.register(
+            root, "m", fake_checkpoint(tmp_path / f"b{n}", 0.9, validation=other)
+        )
+        assert not done["promoted"] and done["current"] == "v0001"
+        assert "not comparable" in done["reason"] and "force" in done["reason"]
+    card = registry.list_versions(root, "m")[1]
+    assert card["validation"] == {**VALIDATION, "case_ids": [3, 8]}
+    forced = registry.register(
+        root, "m", fake_checkpoint(tmp_path / "c", 0.5, validation=None), force=True
+    )
+    assert forced["promoted"] and registry.current(root, "m")["version"] == forced["version"]
+    same = registry.register(root, "m", fake_checkpoint(tmp_path / "d", 0.95))
+    assert not same["promoted"]  # current (forced) has no validation record: force again
 
 
 def test_only_a_better_model_is_promoted_unless_forced(tmp_path):
@@ -120,8 +153,7 @@ def test_bad_inputs_are_value_errors(tmp_path):
 def test_a_registered_real_model_loads(tmp_path):
     import torch
 
-    from livseg.checkpoint import META_FILE, MODEL_FILE, load_checkpoint, save_checkpoint
-    from livseg.models import build_model
+    from livseg.train import META_FILE, MODEL_FILE, build_model, load_checkpoint, save_checkpoint
 
     assert registry.CHECKPOINT_FILES == (MODEL_FILE, META_FILE)
     model = build_model("unet", 1, 3, "none")
@@ -192,13 +224,13 @@ def test_concurrent_registers_in_processes(tmp_path):
 
 def test_conditional_writes_on_local_files(tmp_path):
     uri = str(tmp_path / "sub" / "pointer.json")
-    assert storage.read_with_token(uri) == (None, None)
-    assert not storage.write_bytes_if(uri, b"x", "stale-token")
-    assert storage.write_bytes_if(uri, b"one", None)
-    assert not storage.write_bytes_if(uri, b"two", None)  # create-if-absent only once
-    data, token = storage.read_with_token(uri)
+    assert conditional.read_with_token(uri) == (None, None)
+    assert not conditional.write_bytes_if(uri, b"x", "stale-token")
+    assert conditional.write_bytes_if(uri, b"one", None)
+    assert not conditional.write_bytes_if(uri, b"two", None)  # create-if-absent only once
+    data, token = conditional.read_with_token(uri)
     assert data == b"one"
-    assert storage.write_bytes_if(uri, b"two", token)
-    assert not storage.write_bytes_if(uri, b"three", token)  # token is stale now
+    assert conditional.write_bytes_if(uri, b"two", token)
+    assert not conditional.write_bytes_if(uri, b"three", token)  # token is stale now
     assert storage.read_bytes(uri) == b"two"
     assert not [p for p in (tmp_path / "sub").iterdir() if p.name.endswith(".tmp")]

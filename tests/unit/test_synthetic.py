@@ -8,9 +8,13 @@ import pydicom
 import pytest
 from scipy import ndimage
 
-from livseg import synthetic
-from livseg.synthetic import generate_case
-from livseg.synthetic_files import write_case_dicom, write_case_nifti, write_dataset
+from livseg.synthetic import (
+    generate_case,
+    generator,
+    write_case_dicom,
+    write_case_nifti,
+    write_dataset,
+)
 
 SIZE = 64
 CASE_IDS = range(16)
@@ -24,7 +28,7 @@ def cases() -> dict:
 @pytest.fixture
 def noise_free(monkeypatch):
     """Generate without blur and noise, so means measured on the arrays are exact."""
-    monkeypatch.setattr(synthetic, "_add_noise", lambda *args, **kwargs: None)
+    monkeypatch.setattr(generator, "add_noise", lambda *args, **kwargs: None)
     return lambda case_id: generate_case(case_id, seed=0, size=96)
 
 
@@ -108,7 +112,7 @@ def test_liver_intensity_is_portal_venous(cases) -> None:
 
 def test_noise_level_matches_truth(monkeypatch) -> None:
     noisy = [generate_case(i, seed=0, size=96) for i in range(3)]
-    monkeypatch.setattr(synthetic, "_add_noise", lambda *args, **kwargs: None)
+    monkeypatch.setattr(generator, "add_noise", lambda *args, **kwargs: None)
     for case in noisy:
         clean = generate_case(case.case_id, seed=0, size=96)
         core = ndimage.binary_erosion(clean.labels == 1, iterations=2)

@@ -3,8 +3,9 @@ import math
 import pytest
 import torch
 
-from livseg.augment import AugmentConfig, augment_slices
-from livseg.metrics import (
+from livseg.train import (
+    AugmentConfig,
+    augment_slices,
     case_counts,
     confusion,
     dice_from_counts,
@@ -57,9 +58,23 @@ def test_augment_identity_and_label_set():
     assert set(out_m.unique().tolist()) <= {0, 1, 2} and not torch.equal(out_m, masks)
 
 
-def test_validation_score_is_the_mean_of_liver_and_tumour_dice():
-    from livseg.train import _score
+def test_flip_mirrors_left_and_right():
+    """Slices are volume[:, :, z] of a RAS+ volume: dim 2 (H) is x, left/right; dim 3 (W) is y,
+    anterior/posterior. A flip must mirror x and keep the anterior side up."""
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randn(2, 3, 32, 24)
+    masks = torch.randint(0, 3, (2, 32, 24))
+    flip = AugmentConfig(0.0, (1.0, 1.0), 0.0, 0.0, 0.0, 0.0, flip=1.0)
+    out_i, out_m = augment_slices(images, masks, flip, gen)
+    torch.testing.assert_close(out_i, images.flip(2), atol=1e-5, rtol=0)
+    assert torch.equal(out_m, masks.flip(1))
 
-    assert _score({"val_liver_dice": 0.9, "val_tumour_dice": 0.5}) == pytest.approx(0.7)
-    assert _score({"val_liver_dice": 0.9, "val_tumour_dice": float("nan")}) == 0.9
-    assert _score({"val_liver_dice": float("nan"), "val_tumour_dice": float("nan")}) == -1.0
+
+def test_validation_score_is_the_mean_of_liver_and_tumour_dice():
+    from livseg.train import validation_score
+
+    assert validation_score({"val_liver_dice": 0.9, "val_tumour_dice": 0.5}) == pytest.approx(0.7)
+    assert validation_score({"val_liver_dice": 0.9, "val_tumour_dice": float("nan")}) == 0.9
+    assert (
+        validation_score({"val_liver_dice": float("nan"), "val_tumour_dice": float("nan")}) == -1.0
+    )

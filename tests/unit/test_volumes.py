@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from nibabel import orientations as nio
 
-from livseg.volumes import VolumeError, read_case, read_nifti, write_mask
+from livseg.io import VolumeError, read_case, read_nifti, write_mask
 
 CANON_AFFINE = np.array(
     [[0.8, 0, 0, -150.0], [0, 0.8, 0, -120.0], [0, 0, 2.5, -300.0], [0, 0, 0, 1]]
@@ -120,7 +120,7 @@ def test_missing_file(tmp_path):
 def test_mask_with_other_shape_is_rejected(tmp_path):
     _save(tmp_path / "volume-1.nii", _canonical_ct(), CANON_AFFINE)
     _save(tmp_path / "segmentation-1.nii", np.zeros((24, 20, 11), np.uint8), CANON_AFFINE)
-    with pytest.raises(VolumeError, match=r"mask shape \(24, 20, 11\) differs from image"):
+    with pytest.raises(VolumeError, match=r"24×20×11 voxels.* is not on the voxel grid of"):
         read_case(str(tmp_path / "volume-1.nii"), str(tmp_path / "segmentation-1.nii"))
 
 
@@ -134,3 +134,64 @@ def test_mask_follows_image_orientation(tmp_path):
     vol, mask = read_case(str(tmp_path / "volume-1.nii"), str(tmp_path / "segmentation-1.nii"))
     np.testing.assert_array_equal(mask, labels)
     np.testing.assert_array_equal(vol.array, ct)
+
+
+@pytest.mark.parametrize("mask_codes", ["RAS", "LAS", "RPI", "ASL"])
+def test_mask_stored_in_another_voxel_order_lines_up(tmp_path, mask_codes):
+    """The mask's own header decides its orientation: flips and permutations are undone."""
+    ct = _canonical_ct()
+    labels = (ct > 0).astype(np.uint8)
+    _save(tmp_path / "volume-1.nii", *_reoriented(ct, CANON_AFFINE, "LPS"))
+    _save(tmp_path / "segmentation-1.nii", *_reoriented(labels, CANON_AFFINE, mask_codes))
+    vol, mask = read_case(str(tmp_path / "volume-1.nii"), str(tmp_path / "segmentation-1.nii"))
+    np.testing.assert_array_equal(mask, labels)
+    np.testing.assert_array_equal(vol.array, ct)
+
+
+def test_mask_on_another_grid_is_refused_naming_both_files(tmp_path):
+    ct = _canonical_ct()
+    shifted = CANON_AFFINE.copy()
+    shifted[0, 3] += 10.0  # same shape and orientation, 10 mm to the side
+    _save(tmp_path / "volume-1.nii", ct, CANON_AFFINE)
+    _save(tmp_path / "segmentation-1.nii", (ct > 0).astype(np.uint8), shifted)
+    with pytest.raises(VolumeError) as info:
+        read_case(str(tmp_path / "volume-1.nii"), str(tmp_path / "segmentation-1.nii"))
+    assert "segmentation-1.nii" in str(info.value) and "volume-1.nii" in str(info.value)
+    assert "origin (-140.0, -120.0, -300.0)" in str(info.value)
+
+
+def test_mask_without_orientation_takes_the_image_grid(tmp_path):
+    ct = _canonical_ct()
+    labels = (ct > 0).astype(np.uint8)
+    array, affine = _reoriented(ct, CANON_AFFINE, "LPS")
+    _save(tmp_path / "volume-1.nii", array, affine)
+    bare = nib.Nifti1Image(_reoriented(labels, CANON_AFFINE, "LPS")[0], None)
+    bare.header.set_qform(None, code=0)
+    bare.header.set_sform(None, code=0)
+    nib.save(bare, str(tmp_path / "segmentation-1.nii"))
+    _, mask = read_case(str(tmp_path / "volume-1.nii"), str(tmp_path / "segmentation-1.nii"))
+    np.testing.assert_array_equal(mask, labels)
+
+
+def test_training_and_scoring_paths_agree_on_mask_headers(tmp_path):
+    """read_case (training) and the --pred/--ref scorer read one flipped mask the same way."""
+    from livseg.evaluate import score_mask_pair
+
+    ct = _canonical_ct()
+    labels = (ct > 0).astype(np.uint8) + (ct > 1000).astype(np.uint8)
+    _save(tmp_path / "volume-1.nii", *_reoriented(ct, CANON_AFFINE, "LPS"))
+    _save(tmp_path / "segmentation-1.nii", *_reoriented(labels, CANON_AFFINE, "LPS"))
+    _save(tmp_path / "pred-1.nii", *_reoriented(labels, CANON_AFFINE, "RAS"))
+    bare = nib.Nifti1Image(_reoriented(labels, CANON_AFFINE, "LPS")[0], None)
+    bare.header.set_qform(None, code=0)
+    bare.header.set_sform(None, code=0)
+    nib.save(bare, str(tmp_path / "pred-2.nii"))  # no header grid: the reference's is taken
+    noisy = CANON_AFFINE.copy()
+    noisy[:3] += 1e-6  # float32 noise of a header re-saved by another tool
+    _save(tmp_path / "pred-3.nii", *_reoriented(labels, noisy, "LAS"))
+    for pred in ("pred-1.nii", "pred-2.nii", "pred-3.nii"):
+        _, from_training = read_case(str(tmp_path / "volume-1.nii"), str(tmp_path / pred))
+        np.testing.assert_array_equal(from_training, labels)
+        row = score_mask_pair(1, str(tmp_path / pred), str(tmp_path / "segmentation-1.nii"))
+        assert row["row"]["status"] == "ok", row["row"]
+        assert row["row"]["liver_dice"] == 1.0 and row["row"]["tumour_dice"] == 1.0

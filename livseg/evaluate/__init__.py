@@ -1,0 +1,23 @@
+"""Evaluation: the LiTS metrics (``lits``, ``surface``), scoring mask folders or models case by
+case as Ray tasks (``runner``), Monte-Carlo intervals, summaries and ``report.html``."""
+
+from livseg.evaluate.auc import roc_auc_ap
+from livseg.evaluate.cases import ModelResult, score_mask_pair, score_model_case
+from livseg.evaluate.lits import (
+    DETECTION_IOU, binary_scores, confusion_counts, detect_lesions, global_dice, overlap_scores,
+    score_case, summarise, volume_ml,
+)
+from livseg.evaluate.montecarlo import interval, monte_carlo
+from livseg.evaluate.runner import evaluation_cases, match_masks, score_mask_folders, score_models
+from livseg.evaluate.summary import (
+    case_dice_table, comparison_rows, format_model_comparison, write_evaluation,
+)
+from livseg.evaluate.surface import surface_distances, surface_scores
+
+__all__ = [
+    "DETECTION_IOU", "ModelResult", "binary_scores", "case_dice_table", "comparison_rows",
+    "confusion_counts", "detect_lesions", "evaluation_cases", "format_model_comparison",
+    "global_dice", "interval", "match_masks", "monte_carlo", "overlap_scores", "roc_auc_ap",
+    "score_case", "score_mask_folders", "score_mask_pair", "score_model_case", "score_models",
+    "summarise", "surface_distances", "surface_scores", "volume_ml", "write_evaluation",
+]  # fmt: skip

@@ -1,0 +1,114 @@
+"""NIfTI-1/2 files (local or ``s3://``): decode with clear errors, read into a ``Volume``,
+encode and write masks on a volume's source grid."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+
+import nibabel as nib
+import numpy as np
+
+from livseg.io import storage
+from livseg.io.volume import Volume, VolumeError, to_canonical, to_source_grid
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def _decode_nifti(data: bytes, name: str) -> nib.spatialimages.SpatialImage:
+    if not data:
+        raise VolumeError(f"{name}: empty file (0 bytes); expected a NIfTI volume")
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (EOFError, OSError, zlib.error) as exc:
+            raise VolumeError(
+                f"{name}: truncated or corrupt gzip data ({exc}); copy or export the file again"
+            ) from exc
+    for cls in (nib.Nifti1Image, nib.Nifti2Image):
+        try:
+            return cls.from_bytes(data)
+        except Exception:  # noqa: BLE001 - try the next NIfTI flavour, report below
+            continue
+    raise VolumeError(f"{name}: not a NIfTI-1/2 file (no valid header); expected .nii/.nii.gz CT")
+
+
+def check_shape(shape: tuple[int, ...], name: str) -> tuple[int, int, int]:
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        kind = f"{len(shape)}-D image {tuple(shape)}"
+        raise VolumeError(f"{name}: {kind}; expected a 3-D CT volume")
+    if min(shape) < 1 or (shape[0] < 8 or shape[1] < 8):
+        raise VolumeError(f"{name}: image of shape {tuple(shape)} is too small to be a CT volume")
+    return shape  # type: ignore[return-value]
+
+
+def _check_affine(affine: np.ndarray, name: str) -> None:
+    det = np.linalg.det(affine[:3, :3]) if np.all(np.isfinite(affine)) else 0.0
+    if not abs(det) > 1e-6:
+        raise VolumeError(f"{name}: header has a singular or non-finite affine; fix the header")
+
+
+def read_nifti_source(uri: str, labels: bool) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(array on the file's own grid, affine, facts); HU float32 or uint8 labels.
+
+    Facts: ``dtype`` on disk, ``oriented`` (False when neither qform nor sform is set: the
+    file records no position, and nibabel's affine is a guess).
+    """
+    try:
+        data = storage.read_bytes(uri)
+    except FileNotFoundError as exc:
+        raise VolumeError(f"{uri}: file not found") from exc
+    img = _decode_nifti(data, uri)
+    shape = check_shape(tuple(int(s) for s in img.shape), uri)
+    affine = np.asarray(img.affine, dtype=np.float64)
+    _check_affine(affine, uri)
+    try:
+        raw = np.asanyarray(img.dataobj).reshape(shape)  # scl_slope/scl_inter applied
+    except (ValueError, OSError, EOFError, zlib.error) as exc:
+        raise VolumeError(f"{uri}: voxel data is truncated or unreadable ({exc})") from exc
+    if raw.dtype.kind == "f" and not np.isfinite(raw).all():
+        bad = int((~np.isfinite(raw)).sum())
+        raise VolumeError(f"{uri}: {bad} voxels are NaN or infinite; expected finite values")
+    array = _as_labels(raw, uri) if labels else raw.astype(np.float32, copy=False)
+    header = img.header
+    oriented = bool(header["qform_code"] > 0 or header["sform_code"] > 0)
+    return array, affine, {"dtype": str(img.get_data_dtype()), "oriented": oriented}
+
+
+def read_nifti(uri: str, *, labels: bool = False) -> Volume:
+    """Read a ``.nii``/``.nii.gz`` file (local or ``s3://``) into a canonical ``Volume``.
+
+    CT data is returned in HU as float32 with the header's ``scl_slope``/``scl_inter`` applied;
+    label masks (``labels=True``) are rounded to uint8.
+    """
+    array, affine, facts = read_nifti_source(uri, labels)
+    canonical, canon_affine, _ = to_canonical(array, affine)
+    meta = {"format": "nifti", **facts}
+    return Volume(canonical, canon_affine, tuple(array.shape), affine, uri, meta)
+
+
+def _as_labels(raw: np.ndarray, name: str) -> np.ndarray:
+    """Label values as uint8; min/max checks instead of ``np.unique`` (a 512²×800 sort is slow)."""
+    values = raw if raw.dtype.kind in "iub" else np.rint(raw)
+    low, high = values.min(), values.max()
+    if low < 0 or high > 255:
+        raise VolumeError(f"{name}: mask values span {low}..{high}; expected labels 0..255")
+    return values.astype(np.uint8, copy=False)
+
+
+def nifti_bytes(array: np.ndarray, affine: np.ndarray, *, compress: bool = True) -> bytes:
+    """Encode an array as NIfTI-1 bytes with qform/sform set to scanner coordinates."""
+    img = nib.Nifti1Image(array, affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    data = img.to_bytes()
+    return gzip.compress(data, compresslevel=6) if compress else data
+
+
+def write_mask(mask: np.ndarray, like: Volume, uri: str) -> None:
+    """Write a canonical (X, Y, Z) uint8 mask as NIfTI on ``like``'s exact source grid."""
+    source = to_source_grid(mask.astype(np.uint8), like)
+    data = nifti_bytes(source, like.source_affine, compress=str(uri).endswith(".gz"))
+    storage.write_bytes(uri, data)

@@ -1,0 +1,71 @@
+"""Model checkpoints that load without Ray: ``model.pt`` (state dict) + ``meta.json``.
+
+``meta.json`` carries what inference needs to reproduce training exactly: arch, channels,
+classes, label map, the preprocessing record (window, statistics, size, context) and metrics.
+Training state (optimizer, scheduler, epoch, history) sits beside it in ``train_state.pt``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from livseg.errors import UsageError
+from livseg.io import storage
+from livseg.train.models import build_model
+
+MODEL_FILE, META_FILE, STATE_FILE = "model.pt", "meta.json", "train_state.pt"
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare model inside DDP/compile wrappers."""
+    return getattr(model, "module", model)
+
+
+def save_checkpoint(
+    folder: str | Path, model: nn.Module, meta: dict[str, Any], train_state: dict | None = None
+) -> None:
+    """Write a checkpoint folder (local); tensors are moved to CPU first."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
+    torch.save(state, folder / MODEL_FILE)
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+    if train_state is not None:
+        torch.save(train_state, folder / STATE_FILE)
+
+
+def read_meta(uri: str) -> dict[str, Any]:
+    meta_uri = storage.join(uri, META_FILE)
+    if not storage.exists(meta_uri):
+        raise UsageError(f"{uri}: not a livseg checkpoint (no {META_FILE})")
+    return json.loads(storage.read_text(meta_uri))
+
+
+def load_checkpoint(uri: str, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """(model in eval mode, meta) from a local folder or ``s3://`` prefix; no Ray needed."""
+    meta = read_meta(uri)
+    model = build_model(meta["arch"], meta["in_channels"], meta["classes"], "none")
+    state = torch.load(
+        io.BytesIO(storage.read_bytes(storage.join(uri, MODEL_FILE))),
+        map_location=device,
+        weights_only=True,
+    )
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:  # e.g. a V-Net saved before its classifier layer was added
+        raise UsageError(
+            f"{uri}: its weights do not fit this livseg's {meta['arch']} (saved by livseg "
+            f"{meta.get('livseg_version', '?')}: {str(exc).splitlines()[0]}); retrain the model"
+        ) from exc
+    return model.to(device).eval(), meta
+
+
+def load_train_state(folder: str | Path) -> dict[str, Any] | None:
+    path = Path(folder, STATE_FILE)
+    return torch.load(path, map_location="cpu", weights_only=False) if path.exists() else None
