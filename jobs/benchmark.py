@@ -1,8 +1,10 @@
 """Side-by-side throughput ratios, printed as JSON and written to benchmark-<stage>.json.
 
-python jobs/benchmark.py [--stage preprocess|train|metrics] [--quick] [--gpu]
+python jobs/benchmark.py [--stage preprocess|train|metrics|inference] [--quick] [--gpu]
 
 metrics: seconds of one LiTS-sized per-case scoring (512²×500, one CPU) against a 10 s target.
+inference: slices/s of the model alone, the Segmenter called directly (read → segment → write)
+and the same studies through the Serve app (ratio serve / direct, target 0.8).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sys
 
 from livseg import cli
 
-STAGES = ("preprocess", "train", "metrics")
+STAGES = ("preprocess", "train", "metrics", "inference")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -47,6 +49,13 @@ def main(args: argparse.Namespace) -> int:
             result = bench_metrics(
                 size=256 if args.quick else 512, slices=250 if args.quick else 500
             )
+        elif stage == "inference":
+            from livseg.benchmark_serving import bench_inference
+
+            result = bench_inference(
+                cases=3 if args.quick else 6, size=128 if args.quick else 512,
+                repeats=3, gpu=args.gpu,
+            )  # fmt: skip
         print(json.dumps(result))
         print(f"written to {write_result(result, args.out)}", file=sys.stderr)
     return cli.EXIT_OK

@@ -1,8 +1,10 @@
-"""Pure numpy/OpenCV preprocessing: numpy in, numpy out, no Ray, no I/O.
+"""Pure preprocessing functions: numpy in, numpy out, no Ray, no I/O.
 
 Order for one axial slice (the study's recipe, made explicit):
 HU window → bilateral filter (native resolution) → resize to ``size`` → z-score with the
-training split's liver statistics. Masks are resized with nearest neighbour.
+training split's liver statistics. The image steps run as the torch ops of ``slice_ops`` (on
+the CPU here; the Segmenter runs the same ops on the model's device); masks are resized with
+OpenCV's nearest neighbour.
 Volumes are canonical RAS+ arrays of shape (X, Y, Z); a slice is ``volume[:, :, z]``.
 """
 
@@ -12,9 +14,11 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import torch
 from scipy import ndimage
 
 from livseg.data.config import PreprocessConfig
+from livseg.data.slice_ops import bilateral_slices, preprocess_slices, resize_slices
 from livseg.errors import UsageError
 
 LIVER, TUMOUR = 1, 2
@@ -44,14 +48,13 @@ def window(hu: np.ndarray, low: float, high: float) -> np.ndarray:
 def bilateral_filter(
     image: np.ndarray, diameter: int, sigma_color: float, sigma_space: float
 ) -> np.ndarray:
-    """Edge-preserving smoothing of one 2-D slice (H, W) float32 (OpenCV's bilateral filter).
+    """Edge-preserving smoothing of one 2-D slice (H, W) float32 (OpenCV's definition).
 
     Weights are ``exp(-|p-q|²/2σ_s²) · exp(-|I(p)-I(q)|²/2σ_r²)``, normalised, with σ_r in the
     image's own units (HU here).
     """
-    return cv2.bilateralFilter(
-        np.ascontiguousarray(image, dtype=np.float32), diameter, sigma_color, sigma_space
-    )
+    batch = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
+    return bilateral_slices(batch, diameter, sigma_color, sigma_space)[0].numpy()
 
 
 def zscore(image: np.ndarray, mean: float, std: float) -> np.ndarray:
@@ -63,8 +66,8 @@ def zscore(image: np.ndarray, mean: float, std: float) -> np.ndarray:
 
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     """Resize a (H, W) image to (size, size): area averaging when shrinking, else bilinear."""
-    interp = cv2.INTER_AREA if max(image.shape) > size else cv2.INTER_LINEAR
-    return cv2.resize(image.astype(np.float32, copy=False), (size, size), interpolation=interp)
+    batch = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
+    return resize_slices(batch, (size, size))[0].numpy()
 
 
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
@@ -148,14 +151,29 @@ def select_slices(
     return np.flatnonzero(keep) if depth else np.zeros(0, np.int64)
 
 
+def process_slices(
+    hu: np.ndarray, indices: list[int], cfg: PreprocessConfig, stats: IntensityStats
+) -> dict[int, np.ndarray]:
+    """Axial slices ``indices`` of an (X, Y, Z) HU volume → {index: normalised (size, size)
+    float32}, in chunks of 32 slices (memory stays at a few copies of one chunk)."""
+    bilateral = (
+        (cfg.bilateral_diameter, cfg.bilateral_sigma_color, cfg.bilateral_sigma_space)
+        if cfg.bilateral
+        else None
+    )
+    out = {}
+    for start in range(0, len(indices), 32):
+        chunk = list(indices[start : start + 32])
+        slices = np.ascontiguousarray(np.moveaxis(hu[:, :, chunk], -1, 0), dtype=np.float32)
+        images = preprocess_slices(torch.from_numpy(slices), cfg.size, cfg.window, bilateral,
+                                   stats.mean, stats.std).numpy()  # fmt: skip
+        out.update(zip(chunk, images, strict=True))
+    return out
+
+
 def process_slice(hu_slice: np.ndarray, cfg: PreprocessConfig, stats: IntensityStats) -> np.ndarray:
     """One axial HU slice (X, Y) → normalised (size, size) float32."""
-    image = window(hu_slice, *cfg.window)
-    if cfg.bilateral:
-        image = bilateral_filter(
-            image, cfg.bilateral_diameter, cfg.bilateral_sigma_color, cfg.bilateral_sigma_space
-        )
-    return zscore(resize_image(image, cfg.size), stats.mean, stats.std)
+    return process_slices(hu_slice[:, :, None], [0], cfg, stats)[0]
 
 
 def slice_samples(
@@ -172,7 +190,7 @@ def slice_samples(
     """
     depth = hu.shape[2]
     needed = sorted({j for z in indices for j in slab_indices(int(z), cfg.context, depth)})
-    processed = {j: process_slice(hu[:, :, j], cfg, stats) for j in needed}
+    processed = process_slices(hu, needed, cfg, stats)
     n, size = len(indices), cfg.size
     images = np.empty((n, cfg.channels, size, size), np.float16)
     masks = np.zeros((n, size, size), np.uint8)
@@ -199,13 +217,10 @@ def volume_grid(
     """
     image = resample_to_grid(window(hu, *cfg.window), cfg.volume_size, order=1)
     if cfg.bilateral:
-        for z in range(image.shape[2]):
-            image[:, :, z] = bilateral_filter(
-                image[:, :, z],
-                cfg.bilateral_diameter,
-                cfg.bilateral_sigma_color,
-                cfg.bilateral_sigma_space,
-            )
+        slices = torch.from_numpy(np.ascontiguousarray(np.moveaxis(image, -1, 0)))
+        filtered = bilateral_slices(slices, cfg.bilateral_diameter, cfg.bilateral_sigma_color,
+                                    cfg.bilateral_sigma_space)  # fmt: skip
+        image = np.ascontiguousarray(np.moveaxis(filtered.numpy(), 0, -1))
     if labels is None:
         return image, np.zeros(cfg.volume_size, np.uint8)
     mask = encode_labels(resample_to_grid(labels, cfg.volume_size, order=0), cfg.label_mode)

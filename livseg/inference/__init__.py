@@ -1,8 +1,14 @@
-"""Inference: a checkpoint segments whole CT volumes on their own grid (``Segmenter``)."""
+"""Inference: a checkpoint segments whole CT volumes on their own grid (``Segmenter``); per-study
+statistics and the review flag (``analyse_study``)."""
 
 from livseg.inference.postprocess import MIN_COMPONENT_FRACTION, keep_liver_components
+from livseg.inference.qa import ReviewLimits, cut_faces, pass_agreement, review
 from livseg.inference.segmenter import Segmentation, Segmenter
+from livseg.inference.statistics import study_statistics
+from livseg.inference.study import StudyResult, analyse_study, shifted_agreement
 
 __all__ = [
-    "MIN_COMPONENT_FRACTION", "Segmentation", "Segmenter", "keep_liver_components",
+    "MIN_COMPONENT_FRACTION", "ReviewLimits", "Segmentation", "Segmenter", "StudyResult",
+    "analyse_study", "cut_faces", "keep_liver_components", "pass_agreement", "review",
+    "shifted_agreement", "study_statistics",
 ]  # fmt: skip

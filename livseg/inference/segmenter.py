@@ -1,12 +1,14 @@
 """``Segmenter``: a CT volume on its own grid → liver/tumour labels on the same grid.
 
 Inference repeats training's preprocessing from the checkpoint's record (window, bilateral
-filter, resize, z-score with the training statistics, 2.5-D slabs), so a model sees at
-inference exactly what it saw in training:
+filter, resize, z-score with the training statistics, 2.5-D slabs) with the same torch ops the
+shards were made with (``livseg.data.slice_ops``), here on the model's device:
 
-- 2-D models: every axial slice as a (2K+1)-slice slab, in batches; softmax probabilities are
-  resized back to the slice's in-plane size (bilinear) before the argmax, so the mask has the
-  input's full resolution rather than upsampled labels;
+- 2-D models: the volume streams through in chunks of axial slices (memory stays bounded for
+  512×512×1000 studies); each chunk is preprocessed on the device, assembled into (2K+1)-slice
+  slabs, segmented, and its softmax probabilities resized back to the input's in-plane size
+  (bilinear) before the argmax, so the mask has the input's full resolution and only uint8
+  labels leave the device (float16 probabilities only when asked);
 - 3-D models (V-Net): the whole volume on the fixed training grid; probabilities are resampled
   back to the input grid (trilinear).
 
@@ -28,7 +30,7 @@ from livseg.config import from_dict
 from livseg.data import (
     IntensityStats,
     PreprocessConfig,
-    process_slice,
+    preprocess_slices,
     resample_to_grid,
     slab_indices,
     volume_grid,
@@ -40,10 +42,13 @@ from livseg.train import is_volumetric, load_checkpoint, memory_format
 
 @dataclass(frozen=True)
 class Segmentation:
-    """``labels`` (X, Y, Z) uint8 LiTS labels; ``probs`` (classes, X, Y, Z) float16 or None."""
+    """``labels`` (X, Y, Z) uint8 LiTS labels; ``probs`` (classes, X, Y, Z) float16 or None;
+    ``certainty``: the mean winning softmax probability over voxels labelled liver or tumour
+    (None when there are none), a cheap uncertainty signal for QA."""
 
     labels: np.ndarray
     probs: np.ndarray | None
+    certainty: float | None = None
 
 
 class Segmenter:
@@ -71,55 +76,75 @@ class Segmenter:
         return cls(model, meta, device, batch_size)
 
     @torch.no_grad()
-    def _softmax(self, x: np.ndarray) -> torch.Tensor:
-        """Softmax probabilities (B, classes, …) float32 on the model's device."""
-        inputs = torch.from_numpy(x).to(self.device, torch.float32)
+    def probabilities(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Softmax probabilities (B, classes, …) float32 of model inputs on the model's device."""
+        inputs = inputs.to(self.device, torch.float32)
         inputs = inputs.contiguous(memory_format=memory_format(inputs.ndim))
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             logits = self.model(inputs)
         return torch.softmax(logits.float(), dim=1)
 
-    @torch.no_grad()
-    def _predict_2d(self, hu: np.ndarray, keep_probs: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        """Labels (X, Y, Z) and optionally probabilities (classes, X, Y, Z), slab by slab.
+    def _preprocess(self, hu: np.ndarray, low: int, high: int) -> torch.Tensor:
+        """Axial slices ``low:high`` of (X, Y, Z) HU → (N, size, size) inputs on the device."""
+        chunk = np.ascontiguousarray(np.moveaxis(hu[:, :, low:high], -1, 0), dtype=np.float32)
+        cfg = self.cfg
+        bilateral = (
+            (cfg.bilateral_diameter, cfg.bilateral_sigma_color, cfg.bilateral_sigma_space)
+            if cfg.bilateral
+            else None
+        )
+        return preprocess_slices(torch.from_numpy(chunk).to(self.device), cfg.size, cfg.window,
+                                 bilateral, self.stats.mean, self.stats.std)  # fmt: skip
 
+    @torch.no_grad()
+    def _predict_2d(self, hu: np.ndarray, keep_probs: bool) -> tuple:
+        """Labels (X, Y, Z) and optionally probabilities (classes, X, Y, Z), chunk by chunk.
+
+        Each input slice is preprocessed once: a chunk keeps the K processed slices behind it.
         Probabilities are resized to the input's in-plane size and the argmax taken on the
-        model's device (bilinear with half-pixel centres, as OpenCV's INTER_LINEAR), so only
-        uint8 labels come back unless the float16 maps are asked for.
+        model's device (bilinear with half-pixel centres, as OpenCV's INTER_LINEAR).
         """
-        depth = hu.shape[2]
-        processed: dict[int, np.ndarray] = {}
+        depth, context = hu.shape[2], self.cfg.context
         labels = np.empty((depth, *hu.shape[:2]), np.uint8)
         classes = len(self.meta["label_map"])
         probs = np.empty((depth, classes, *hu.shape[:2]), np.float16) if keep_probs else None
+        cache, cache_low = None, 0  # processed slices cache_low … cache_low + len(cache)
+        winning, foreground = 0.0, 0  # sum of the top probability over liver/tumour voxels
         for start in range(0, depth, self.batch_size):
             stop = min(start + self.batch_size, depth)
-            slabs = []
-            for z in range(start, stop):
-                idx = slab_indices(z, self.cfg.context, depth)
-                for j in idx:
-                    if j not in processed:
-                        processed[j] = process_slice(hu[:, :, j], self.cfg, self.stats)
-                slabs.append(np.stack([processed[j] for j in idx]))
+            low, high = max(start - context, 0), min(stop + context, depth)
+            if cache is None:
+                cache, cache_low = self._preprocess(hu, low, high), low
+            else:
+                kept = cache[low - cache_low :]
+                if low + len(kept) < high:
+                    kept = torch.cat([kept, self._preprocess(hu, low + len(kept), high)])
+                cache, cache_low = kept, low
+            rows = [slab_indices(z, context, depth) for z in range(start, stop)]
+            index = torch.tensor(rows, device=cache.device) - cache_low
             full = F.interpolate(
-                self._softmax(np.stack(slabs)), size=hu.shape[:2], mode="bilinear",
+                self.probabilities(cache[index]), size=hu.shape[:2], mode="bilinear",
                 align_corners=False,
             )  # fmt: skip
-            labels[start:stop] = full.argmax(1).to(torch.uint8).cpu().numpy()
+            top, chosen = full.max(1)
+            labels[start:stop] = chosen.to(torch.uint8).cpu().numpy()
+            winning += float(top[chosen > 0].sum())
+            foreground += int((chosen > 0).sum())
             if probs is not None:
                 probs[start:stop] = full.half().cpu().numpy()
-            for j in [j for j in processed if j < stop - self.cfg.context]:
-                del processed[j]  # slabs only look K slices back: free what is behind
         labels = np.ascontiguousarray(np.moveaxis(labels, 0, -1))
-        return labels, None if probs is None else np.moveaxis(probs, 0, -1)
+        certainty = winning / foreground if foreground else None
+        return labels, None if probs is None else np.moveaxis(probs, 0, -1), certainty
 
-    def _predict_3d(self, hu: np.ndarray, keep_probs: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    def _predict_3d(self, hu: np.ndarray, keep_probs: bool) -> tuple:
         grid, _ = volume_grid(hu, None, self.cfg)
-        x = zscore(grid, self.stats.mean, self.stats.std)[None, None]
-        grid_probs = self._softmax(x)[0].cpu().numpy()
+        x = torch.from_numpy(zscore(grid, self.stats.mean, self.stats.std)[None, None])
+        grid_probs = self.probabilities(x)[0].cpu().numpy()
         probs = np.stack([resample_to_grid(p, hu.shape, order=1) for p in grid_probs])
         labels = probs.argmax(0).astype(np.uint8)
-        return labels, probs.astype(np.float16) if keep_probs else None
+        top = probs.max(0)[labels > 0]
+        certainty = float(top.mean()) if top.size else None
+        return labels, probs.astype(np.float16) if keep_probs else None, certainty
 
     def segment(
         self, hu: np.ndarray, *, keep_probs: bool = False, postprocess: bool = True
@@ -129,7 +154,7 @@ class Segmenter:
         if hu.ndim != 3 or min(hu.shape) < 1:
             raise ValueError(f"volume of shape {hu.shape}: expected a 3-D (X, Y, Z) array")
         predict = self._predict_3d if self.volumetric else self._predict_2d
-        labels, probs = predict(hu, keep_probs)  # binary models: 1 = liver incl. tumour
+        labels, probs, certainty = predict(hu, keep_probs)  # binary: 1 = liver incl. tumour
         if postprocess:
             labels = keep_liver_components(labels)
-        return Segmentation(labels, probs)
+        return Segmentation(labels, probs, certainty)

@@ -8,16 +8,18 @@ from livseg.io.cases import (
 )
 from livseg.io.conditional import read_with_token, write_bytes_if
 from livseg.io.dicom import read_dicom_series
-from livseg.io.nifti import NIFTI_SUFFIXES, nifti_bytes, read_nifti, write_mask
+from livseg.io.nifti import (
+    NIFTI_SUFFIXES, decode_nifti, nifti_bytes, nifti_volume, read_nifti, write_mask,
+)
 from livseg.io.reader import align_labels, read_case, read_volume
 from livseg.io.volume import (
-    Volume, VolumeError, describe_grid, same_grid, to_canonical, to_source_grid,
+    Volume, VolumeError, VolumeTooLarge, describe_grid, same_grid, to_canonical, to_source_grid,
 )
 
 __all__ = [
     "INDEX_COLUMNS", "NIFTI_SUFFIXES", "SPLITS", "VOLUME_RE", "Case", "Volume", "VolumeError",
-    "align_labels", "assign_splits", "describe_grid", "discover_cases", "nifti_bytes",
-    "patient_key", "read_case", "read_dicom_series", "read_nifti", "read_patients",
-    "read_volume", "read_with_token", "same_grid", "storage", "to_canonical", "to_source_grid",
-    "write_bytes_if", "write_mask",
+    "VolumeTooLarge", "align_labels", "assign_splits", "decode_nifti", "describe_grid",
+    "discover_cases", "nifti_bytes", "nifti_volume", "patient_key", "read_case",
+    "read_dicom_series", "read_nifti", "read_patients", "read_volume", "read_with_token",
+    "same_grid", "storage", "to_canonical", "to_source_grid", "write_bytes_if", "write_mask",
 ]  # fmt: skip

@@ -4,27 +4,42 @@ encode and write masks on a volume's source grid."""
 from __future__ import annotations
 
 import gzip
+import io
 import zlib
 
 import nibabel as nib
 import numpy as np
 
 from livseg.io import storage
-from livseg.io.volume import Volume, VolumeError, to_canonical, to_source_grid
+from livseg.io.volume import Volume, VolumeError, VolumeTooLarge, to_canonical, to_source_grid
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
-def _decode_nifti(data: bytes, name: str) -> nib.spatialimages.SpatialImage:
+def _gunzip(data: bytes, name: str, max_bytes: int | None) -> bytes:
+    """Decompress gzip data, stopping at ``max_bytes`` (a small upload must not inflate into
+    gigabytes before anyone looks at its header)."""
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+            out = stream.read(-1 if max_bytes is None else max_bytes + 1)
+    except (EOFError, OSError, zlib.error) as exc:
+        raise VolumeError(
+            f"{name}: truncated or corrupt gzip data ({exc}); copy or export the file again"
+        ) from exc
+    if max_bytes is not None and len(out) > max_bytes:
+        raise VolumeTooLarge(f"{name}: more than {max_bytes / 2**20:.0f} MiB once decompressed")
+    return out
+
+
+def decode_nifti(
+    data: bytes, name: str, *, max_bytes: int | None = None
+) -> nib.spatialimages.SpatialImage:
+    """NIfTI-1/2 bytes (``.nii`` or gzipped ``.nii.gz``) → a nibabel image; voxel data stays
+    undecoded until :func:`image_array`. ``VolumeError`` naming ``name`` when unreadable."""
     if not data:
         raise VolumeError(f"{name}: empty file (0 bytes); expected a NIfTI volume")
     if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (EOFError, OSError, zlib.error) as exc:
-            raise VolumeError(
-                f"{name}: truncated or corrupt gzip data ({exc}); copy or export the file again"
-            ) from exc
+        data = _gunzip(data, name, max_bytes)
     for cls in (nib.Nifti1Image, nib.Nifti2Image):
         try:
             return cls.from_bytes(data)
@@ -50,31 +65,53 @@ def _check_affine(affine: np.ndarray, name: str) -> None:
         raise VolumeError(f"{name}: header has a singular or non-finite affine; fix the header")
 
 
-def read_nifti_source(uri: str, labels: bool) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(array on the file's own grid, affine, facts); HU float32 or uint8 labels.
+def image_array(
+    img: nib.spatialimages.SpatialImage, name: str, labels: bool, max_voxels: int | None = None
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(array on the file's own grid, affine, facts) of a decoded image; HU float32 or uint8
+    labels. The shape (3-D, at most ``max_voxels``) and affine are checked before the voxels
+    are read.
 
     Facts: ``dtype`` on disk, ``oriented`` (False when neither qform nor sform is set: the
     file records no position, and nibabel's affine is a guess).
     """
+    shape = check_shape(tuple(int(s) for s in img.shape), name)
+    if max_voxels is not None and int(np.prod(shape)) > max_voxels:
+        raise VolumeTooLarge(
+            f"{name}: {'×'.join(map(str, shape))} voxels is more than the {max_voxels:,} allowed"
+        )
+    affine = np.asarray(img.affine, dtype=np.float64)
+    _check_affine(affine, name)
+    try:
+        raw = np.asanyarray(img.dataobj).reshape(shape)  # scl_slope/scl_inter applied
+    except (ValueError, OSError, EOFError, zlib.error) as exc:
+        raise VolumeError(f"{name}: voxel data is truncated or unreadable ({exc})") from exc
+    if raw.dtype.kind == "f" and not np.isfinite(raw).all():
+        bad = int((~np.isfinite(raw)).sum())
+        raise VolumeError(f"{name}: {bad} voxels are NaN or infinite; expected finite values")
+    array = _as_labels(raw, name) if labels else raw.astype(np.float32, copy=False)
+    header = img.header
+    oriented = bool(header["qform_code"] > 0 or header["sform_code"] > 0)
+    return array, affine, {"dtype": str(img.get_data_dtype()), "oriented": oriented}
+
+
+def read_nifti_source(uri: str, labels: bool) -> tuple[np.ndarray, np.ndarray, dict]:
+    """:func:`image_array` of the file at ``uri`` (local or ``s3://``)."""
     try:
         data = storage.read_bytes(uri)
     except FileNotFoundError as exc:
         raise VolumeError(f"{uri}: file not found") from exc
-    img = _decode_nifti(data, uri)
-    shape = check_shape(tuple(int(s) for s in img.shape), uri)
-    affine = np.asarray(img.affine, dtype=np.float64)
-    _check_affine(affine, uri)
-    try:
-        raw = np.asanyarray(img.dataobj).reshape(shape)  # scl_slope/scl_inter applied
-    except (ValueError, OSError, EOFError, zlib.error) as exc:
-        raise VolumeError(f"{uri}: voxel data is truncated or unreadable ({exc})") from exc
-    if raw.dtype.kind == "f" and not np.isfinite(raw).all():
-        bad = int((~np.isfinite(raw)).sum())
-        raise VolumeError(f"{uri}: {bad} voxels are NaN or infinite; expected finite values")
-    array = _as_labels(raw, uri) if labels else raw.astype(np.float32, copy=False)
-    header = img.header
-    oriented = bool(header["qform_code"] > 0 or header["sform_code"] > 0)
-    return array, affine, {"dtype": str(img.get_data_dtype()), "oriented": oriented}
+    return image_array(decode_nifti(data, uri), uri, labels)
+
+
+def nifti_volume(
+    img: nib.spatialimages.SpatialImage, name: str, *, max_voxels: int | None = None
+) -> Volume:
+    """A decoded CT image (e.g. an HTTP upload) as a canonical ``Volume`` named ``name``."""
+    array, affine, facts = image_array(img, name, False, max_voxels)
+    canonical, canon_affine, _ = to_canonical(array, affine)
+    return Volume(canonical, canon_affine, tuple(array.shape), affine, name,
+                  {"format": "nifti", **facts})  # fmt: skip
 
 
 def read_nifti(uri: str, *, labels: bool = False) -> Volume:

@@ -23,6 +23,10 @@ class VolumeError(UsageError):
     """An input file is not a usable CT volume or mask; the message names the file."""
 
 
+class VolumeTooLarge(VolumeError):
+    """A volume beyond a configured size limit (bytes or voxels)."""
+
+
 @dataclass(frozen=True)
 class Volume:
     """A 3-D volume in canonical RAS+ orientation plus the grid it was read from.

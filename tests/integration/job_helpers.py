@@ -1,8 +1,9 @@
-"""Shared by integration tests: run a job in-process, check a written report."""
+"""Shared by integration tests: run a job in-process, check a written report, free ports."""
 
 from __future__ import annotations
 
 import importlib.util
+import socket
 from pathlib import Path
 
 from PIL import Image
@@ -32,3 +33,10 @@ def check_report(out: Path) -> list[str]:
         with Image.open(out / name) as image:
             image.verify()
     return names
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

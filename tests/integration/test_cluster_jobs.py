@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from job_helpers import free_port
 
 from livseg.data import PreprocessConfig, preprocess
 from livseg.synthetic import write_dataset
@@ -91,15 +91,9 @@ def test_killed_worker_resumes_from_last_checkpoint(cluster, tmp_path):
     assert row["epochs"] == 4
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_ray_job_submit_runs_training(cluster, tmp_path):
     _, shards = cluster
-    dashboard = _free_port()
+    dashboard = free_port()
     # The secure path the README shows: token auth on; the CLI finds ~/.ray/auth_token.
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_AUTH_MODE": "token"}
     # The job's `python` must be this interpreter (as in an activated venv).
@@ -108,9 +102,9 @@ def test_ray_job_submit_runs_training(cluster, tmp_path):
     temp_dir = tempfile.mkdtemp(prefix="rayj", dir="/tmp")  # socket paths must stay short
     head = subprocess.Popen(
         [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
-         f"--port={_free_port()}", f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1",
-         f"--ray-client-server-port={_free_port()}",
-         f"--dashboard-agent-listen-port={_free_port()}",
+         f"--port={free_port()}", f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1",
+         f"--ray-client-server-port={free_port()}",
+         f"--dashboard-agent-listen-port={free_port()}",
          "--num-cpus=2", f"--temp-dir={temp_dir}"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip

@@ -21,6 +21,7 @@ ALLOWED = {
     "inference": {"io", "data", "train"},
     "tune": {"io", "data", "train", "registry"},
     "evaluate": {"io", "data", "train", "inference", "registry"},
+    "serve": {"io", "data", "train", "inference", "registry"},
 }
 HELPERS = {"errors", "config", "runtime", "figures"}  # top-level modules every stage may use
 

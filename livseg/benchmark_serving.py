@@ -1,0 +1,75 @@
+"""The inference stage of ``jobs/benchmark.py``: the model alone vs the Segmenter called
+directly vs the Serve app, on generated studies (``livseg.serve.throughput`` measures)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from livseg.inference import Segmenter
+from livseg.io import read_volume
+
+
+def bench_inference(cases: int, size: int, repeats: int, gpu: bool) -> dict[str, Any]:
+    """Model alone vs direct Segmenter vs Serve on ``cases`` generated studies of ``size``²
+    in-plane (a briefly trained unet-resnet34; speed does not depend on its weights)."""
+    import socket
+
+    import ray
+    import torch
+
+    from livseg.data import PreprocessConfig, preprocess
+    from livseg.io import discover_cases
+    from livseg.runtime import init_ray
+    from livseg.serve import (
+        ServeSettings,
+        direct_rate,
+        model_rate,
+        scratch,
+        serve_rate,
+        start_app,
+        stop_app,
+    )  # fmt: skip
+    from livseg.synthetic import write_dataset
+    from livseg.train import TrainConfig, fit
+
+    init_ray()
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    device, batch = ("cuda", 64) if gpu else ("cpu", 16)
+    tmp = scratch()
+    write_dataset(tmp / "raw", cases, size=size)
+    shards = str(tmp / "shards")
+    preprocess(str(tmp / "raw"), shards, PreprocessConfig(size=min(size, 256)))
+    row = fit(TrainConfig(
+        data=shards, arch="unet-resnet34", epochs=1, steps_per_epoch=2, workers=1, gpu=gpu,
+        cpus_per_worker=1 if gpu else cpus, storage=str(tmp / "runs"), name="bench",
+    ))  # fmt: skip
+    studies = [case.image_uri for case in discover_cases(str(tmp / "raw"))]
+    if not gpu:
+        torch.set_num_threads(cpus)  # the replica gets the same cores
+    segmenter = Segmenter.from_checkpoint(row["checkpoint"], device, batch)
+    direct = direct_rate(segmenter, studies, tmp, repeats)
+    serial = direct_rate(segmenter, studies, tmp, repeats, prefetch=False)
+    total = sum(read_volume(s).array.shape[2] for s in studies)
+    model = model_rate(segmenter, total, repeats)
+    del segmenter
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = ServeSettings(
+        model=row["checkpoint"], port=port, roots=(str(tmp),), qa=False, device=device,
+        batch_size=batch, cpus_per_replica=1 if gpu else cpus, gpus_per_replica=int(gpu),
+    )  # fmt: skip
+    served = serve_rate(start_app(settings), None, studies, tmp, repeats)
+    stop_app()
+    ratio = served["volumes_per_s"]["median"] / direct["volumes_per_s"]["median"]
+    fraction = direct["slices_per_s"]["median"] / model["median"]
+    return {
+        "stage": "inference", "device": device if gpu else f"cpu x{cpus}", "studies": cases,
+        "in_plane": size, "model_input": min(size, 256), "batch_size": batch, "repeats": repeats,
+        "model_slices_per_s": model, "direct": direct, "direct_no_prefetch": serial,
+        "prefetch_gain": round(direct["volumes_per_s"]["median"]
+                               / serial["volumes_per_s"]["median"], 3),
+        "serve": served,
+        "serve_vs_direct": round(ratio, 3), "serve_vs_direct_target": 0.8,
+        "direct_fraction_of_model": round(fraction, 3),
+    }  # fmt: skip

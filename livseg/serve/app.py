@@ -1,0 +1,146 @@
+"""The Ray Serve application: a FastAPI ingress (auth, limits, routes) in front of
+``ModelServer`` replicas (the model; ``num_gpus`` each on GPU clusters, autoscaled).
+
+Routes (every one but ``/healthz`` needs ``Authorization: Bearer <token>`` when a token is set):
+
+- ``POST /v1/segment``: a ``.nii``/``.nii.gz`` body → the mask as ``.nii.gz`` on the input's
+  exact grid; the study report (statistics, QA, model, seconds) in the ``X-Livseg-Report``
+  header as JSON;
+- ``POST /v1/segment-uri`` ``{"input": URI, "output": URI}``: a NIfTI file or DICOM series
+  folder (local or ``s3://``, inside the configured roots); the replica reads and writes
+  storage itself, so volumes never travel through the proxy; returns the report;
+- ``GET /v1/model``: the model served (name, version, arch, metrics); ``POST /v1/reload``
+  checks the registry for a new current version now (replicas also check every
+  ``reload_interval_s``); ``GET /healthz``.
+
+Why no ``@serve.batch``: requests are whole studies of hundreds of slices, which the Segmenter
+already batches; batching studies would only add waiting (DESIGN.md: per-slice requests
+reached 9 % of the GPU).
+"""
+
+# No ``from __future__ import annotations`` here: FastAPI reads the route signatures' types
+# (``Request``, ``SegmentUri``) at run time, and Serve's ingress wrapper loses string annotations.
+import json
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+from ray import serve
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+
+from livseg.config import from_dict, to_dict
+from livseg.errors import UsageError
+from livseg.serve.model_server import ModelServer
+from livseg.serve.security import authorised, load_token, token_digest
+from livseg.serve.settings import ServeSettings
+
+api = FastAPI(title="livseg", description="Liver and liver-tumour segmentation of CT")
+REPORT_HEADER = "X-Livseg-Report"
+
+
+class SegmentUri(BaseModel):
+    input: str
+    output: str
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > limit):
+        raise HTTPException(413, f"body larger than the limit of {limit / 2**20:.0f} MiB")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"body larger than the limit of {limit / 2**20:.0f} MiB")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200)
+@serve.ingress(api)
+class Api:
+    """HTTP front: checks the token and the body size, forwards studies to ``ModelServer``."""
+
+    def __init__(self, model: DeploymentHandle, digest: str | None, max_body_bytes: int):
+        self.model = model
+        self.digest = digest
+        self.max_body_bytes = max_body_bytes
+
+    def _check(self, request: Request) -> None:
+        if not authorised(request.headers.get("authorization"), self.digest):
+            raise HTTPException(401, "missing or wrong bearer token",
+                                headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+
+    async def _call(self, method: str, *args) -> dict:
+        try:
+            return await getattr(self.model, method).remote(*args)
+        except (RayActorError, BackPressureError) as exc:  # a replica died or is saturated
+            raise HTTPException(503, f"model replica unavailable ({type(exc).__name__}); "
+                                "retry", headers={"Retry-After": "1"}) from exc  # fmt: skip
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict:
+        return {"status": "ok"}
+
+    @api.get("/v1/model")
+    async def model_info(self, request: Request) -> dict:
+        self._check(request)
+        return await self._call("info")
+
+    @api.post("/v1/reload")
+    async def reload(self, request: Request) -> dict:
+        self._check(request)
+        return await self._call("reload")
+
+    @api.post("/v1/segment")
+    async def segment(self, request: Request) -> Response:
+        self._check(request)
+        body = await _read_body(request, self.max_body_bytes)
+        result = await self._call("segment_body", body)
+        if result["status"] != 200:
+            return JSONResponse({"detail": result["detail"]}, status_code=result["status"])
+        headers = {REPORT_HEADER: json.dumps(result["report"], separators=(",", ":"))}
+        return Response(result["mask"], media_type="application/gzip", headers=headers)
+
+    @api.post("/v1/segment-uri")
+    async def segment_uri(self, request: Request, job: SegmentUri) -> JSONResponse:
+        self._check(request)
+        result = await self._call("segment_uri", job.input, job.output)
+        if result["status"] != 200:
+            return JSONResponse({"detail": result["detail"]}, status_code=result["status"])
+        return JSONResponse(result["report"])
+
+
+def build_app(settings: ServeSettings) -> serve.Application:
+    """The application graph for ``serve.run``; refuses a non-loopback address without a token."""
+    token = load_token(settings.token_env, settings.token_file)
+    if token is None and not settings.loopback:
+        raise UsageError(
+            f"host={settings.host} listens beyond this machine but no token is set: export "
+            f"{settings.token_env} or pass token_file=… (and put TLS in front of it)"
+        )
+    fixed = settings.min_replicas == settings.max_replicas
+    scaling = (
+        {"num_replicas": settings.min_replicas}
+        if fixed
+        else {"autoscaling_config": {"min_replicas": settings.min_replicas,
+                                     "max_replicas": settings.max_replicas,
+                                     "target_ongoing_requests": 2}}
+    )  # fmt: skip
+    model = serve.deployment(ModelServer).options(
+        ray_actor_options={"num_cpus": settings.cpus_per_replica,
+                           "num_gpus": settings.gpus_per_replica},
+        max_ongoing_requests=settings.max_ongoing_requests,
+        health_check_period_s=5,
+        **scaling,
+    )  # fmt: skip
+    bound = model.bind(to_dict(settings))
+    return Api.bind(bound, token_digest(token) if token else None, settings.max_body_bytes)
+
+
+def app_builder(args: dict) -> serve.Application:
+    """``serve run livseg.serve.app:app_builder model=… token_file=…`` and Serve config files
+    (``import_path: livseg.serve.app:app_builder`` with an ``args:`` block)."""
+    return build_app(from_dict(ServeSettings, dict(args)))

@@ -1,0 +1,157 @@
+"""``ModelServer``: the Segmenter replica of the Serve app (plain class; ``app`` deploys it).
+
+One study at a time runs on the model (a lock), while other requests decode their volumes in
+threads (nibabel/zlib and pydicom release the GIL for the heavy parts), so the next study is
+ready when the model frees up. Failures come back as ``{"status": code, "detail": …}`` rather
+than exceptions, so a bad volume never kills a replica and the ingress maps them to HTTP codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from livseg.errors import UsageError
+from livseg.inference import Segmenter, analyse_study
+from livseg.io import VolumeError, read_volume, storage, write_mask
+from livseg.registry import CURRENT_FILE, current, list_versions, resolve_checkpoint
+from livseg.serve.codec import RequestError, mask_body, volume_from_body
+from livseg.serve.security import Forbidden, confine, study_key
+from livseg.serve.settings import ServeSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    segmenter: Segmenter
+    info: dict  # name, version, arch, checkpoint, metric, value, test_metrics
+
+
+def pick_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device=cuda but this replica sees no GPU; use device=auto or cpu")
+    return device
+
+
+def registry_version(model: str) -> str | None:
+    """The current version of a registry entry, or None when ``model`` is a checkpoint."""
+    if not storage.exists(storage.join(model, CURRENT_FILE)):
+        return None
+    parent, name = storage.absolute(model).rsplit("/", 1)
+    pointer = current(parent, name)
+    return None if pointer is None else pointer["version"]
+
+
+def load_model(model: str, device: str, batch_size: int) -> LoadedModel:
+    """Load the registry entry's current version (or a checkpoint folder) as a Segmenter."""
+    checkpoint = resolve_checkpoint(model)
+    segmenter = Segmenter.from_checkpoint(checkpoint, device, batch_size)
+    meta = segmenter.meta
+    info = {"name": None, "version": None, "arch": meta["arch"], "checkpoint": checkpoint,
+            "label_map": meta["label_map"], "metric": None, "value": None,
+            "test_metrics": None}  # fmt: skip
+    version = registry_version(model)
+    if version is not None:
+        parent, name = storage.absolute(model).rsplit("/", 1)
+        card = next(c for c in list_versions(parent, name) if c["version"] == version)
+        info.update(name=name, version=version, metric=card.get("metric"),
+                    value=card.get("value"), test_metrics=card.get("test_metrics"))  # fmt: skip
+    return LoadedModel(segmenter, info)
+
+
+class ModelServer:
+    """Segments studies with the registry's current model and follows ``current`` changes."""
+
+    def __init__(self, settings: dict):
+        self.settings = ServeSettings(**settings)
+        self.device = pick_device(self.settings.device)
+        self.loaded = load_model(self.settings.model, self.device, self.settings.batch_size)
+        self._model_lock = threading.Lock()
+        self._reload_lock = threading.Lock()
+        self._stop = threading.Event()
+        threading.Thread(target=self._watch, name="livseg-reload", daemon=True).start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.settings.reload_interval_s):
+            try:
+                self.reload()
+            except Exception:  # noqa: BLE001 - keep serving the loaded model; say why
+                log.exception("checking the registry for a new current model failed")
+
+    def reload(self) -> dict:
+        """Load the registry's current version if it changed; in-flight studies finish on the
+        model they started with (the swap replaces one reference)."""
+        with self._reload_lock:
+            version = registry_version(self.settings.model)
+            changed = version is not None and version != self.loaded.info["version"]
+            if changed:
+                fresh = load_model(self.settings.model, self.device, self.settings.batch_size)
+                log.info("now serving %s %s", fresh.info["name"], fresh.info["version"])
+                self.loaded = fresh
+            return {**self.loaded.info, "reloaded": changed}
+
+    def info(self) -> dict:
+        """The model's facts plus this replica's actor name (for operators and tests)."""
+        from ray import serve
+
+        replica = serve.get_replica_context().replica_id.to_full_id_str()
+        return {**self.loaded.info, "replica": replica}
+
+    def _analyse(self, volume) -> tuple:
+        loaded = self.loaded
+        with self._model_lock:
+            result = analyse_study(loaded.segmenter, volume, qa=self.settings.qa)
+        model = {k: loaded.info[k] for k in ("name", "version", "arch")}
+        return result, {"model": model, **result.report}
+
+    def _segment_body(self, body: bytes) -> dict:
+        start = time.perf_counter()
+        volume = volume_from_body(body, self.settings.max_body_bytes, self.settings.max_voxels)
+        result, report = self._analyse(volume)
+        report["seconds"]["request"] = round(time.perf_counter() - start, 3)
+        return {"status": 200, "mask": mask_body(result.labels, volume), "report": report}
+
+    def _segment_uri(self, source: str, target: str) -> dict:
+        start = time.perf_counter()
+        source = confine(source, self.settings.roots)
+        target = confine(target, self.settings.roots)
+        if not target.endswith((".nii", ".nii.gz")):
+            raise RequestError(422, f"output {target!r}: name a .nii or .nii.gz file")
+        volume = read_volume(source)
+        result, report = self._analyse(volume)
+        write_mask(result.labels, volume, target)
+        report["seconds"]["request"] = round(time.perf_counter() - start, 3)
+        log.info("study %s segmented in %.1f s", study_key(source), time.perf_counter() - start)
+        return {"status": 200, "report": {**report, "output": target}}
+
+    async def segment_body(self, body: bytes) -> dict:
+        return await self._guarded(self._segment_body, body)
+
+    async def segment_uri(self, source: str, target: str) -> dict:
+        return await self._guarded(self._segment_uri, source, target)
+
+    async def _guarded(self, work, *args) -> dict:
+        try:
+            return await asyncio.to_thread(work, *args)
+        except RequestError as exc:
+            return {"status": exc.status, "detail": exc.detail}
+        except Forbidden as exc:
+            return {"status": 403, "detail": str(exc)}
+        except VolumeError as exc:  # a stored input that is not a usable CT volume
+            return {"status": 422, "detail": str(exc)}
+        except FileNotFoundError as exc:
+            return {"status": 404, "detail": f"not found: {exc}"}
+        except Exception as exc:  # noqa: BLE001 - one bad study must not kill the replica
+            log.exception("segmentation failed")
+            return {"status": 500, "detail": f"{type(exc).__name__}: segmentation failed"}
+
+    def __del__(self) -> None:
+        self._stop.set()

@@ -1,0 +1,70 @@
+"""``ServeSettings``: everything the Serve application needs, as one frozen config.
+
+The same keys work as ``jobs/serve.py`` flags, as ``serve run livseg.serve:build_app key=value``
+arguments and in a Serve config file's ``args:`` block.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from livseg.errors import UsageError
+
+LOOPBACK_NAMES = ("localhost",)
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Settings of the Serve application (HTTP limits, model, replicas)."""
+
+    # A registry entry (ROOT/NAME: the folder holding current.json) or a checkpoint folder.
+    model: str = "livseg-work/models/livseg"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    device: str = "auto"  # "auto" (cuda when a GPU is visible), "cpu" or "cuda"
+    # Bearer token: the first of these that is set. Only a SHA-256 digest reaches the replicas.
+    token_env: str = "LIVSEG_SERVE_TOKEN"
+    token_file: str = ""
+    # URI prefixes /v1/segment-uri may read and write (folders or s3://bucket/prefix).
+    roots: tuple[str, ...] = ()
+    max_body_mb: float = 512.0  # request bodies above this → 413
+    max_voxels: int = 1024 * 1024 * 1200  # decoded volumes above this → 413
+    qa: bool = True  # mirrored second pass for the confidence score (2× the model's work)
+    batch_size: int = 16  # slices per forward pass
+    min_replicas: int = 1
+    max_replicas: int = 1
+    cpus_per_replica: float = 1.0
+    gpus_per_replica: float = 0.0  # 1 on GPU clusters
+    max_ongoing_requests: int = 4  # per model replica: decodes overlap, the model runs one study
+    reload_interval_s: float = 30.0  # how often replicas check the registry's current version
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise UsageError(f"port={self.port}: choose a TCP port between 1 and 65535")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise UsageError(f"device={self.device!r}: use auto, cpu or cuda")
+        if self.max_body_mb <= 0 or self.max_voxels < 1:
+            raise UsageError("max_body_mb and max_voxels must be positive")
+        if not 1 <= self.min_replicas <= self.max_replicas:
+            raise UsageError(
+                f"replicas {self.min_replicas}..{self.max_replicas}: need 1 ≤ min ≤ max"
+            )
+        if self.batch_size < 1 or self.max_ongoing_requests < 1 or self.reload_interval_s <= 0:
+            raise UsageError("batch_size, max_ongoing_requests and reload_interval_s must be ≥ 1")
+        if isinstance(self.roots, str):  # a single root given as a string
+            object.__setattr__(self, "roots", (self.roots,) if self.roots else ())
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 1024 * 1024)
+
+    @property
+    def loopback(self) -> bool:
+        """True when HTTP listens on this machine only (no token needed then)."""
+        if self.host in LOOPBACK_NAMES:
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
