@@ -91,3 +91,16 @@ def test_an_open_address_without_a_token_is_refused(monkeypatch):
     monkeypatch.delenv("LIVSEG_SERVE_TOKEN", raising=False)
     with pytest.raises(UsageError, match="no token is set"):
         build_app(ServeSettings(host="0.0.0.0"))
+
+
+def test_serve_run_arguments_build_the_app(monkeypatch):
+    """``serve run livseg.serve.app:app_builder key=value`` passes strings; typos are refused."""
+    from ray.serve import Application
+
+    from livseg.serve import app_builder
+
+    monkeypatch.delenv("LIVSEG_SERVE_TOKEN", raising=False)
+    app = app_builder({"model": "m", "port": "8123", "roots": "/a,s3://b/c", "qa": "false"})
+    assert isinstance(app, Application)
+    with pytest.raises(UsageError, match="unknown ServeSettings key"):
+        app_builder({"modle": "m"})
