@@ -73,6 +73,7 @@ def study_statistics(labels: np.ndarray, affine: np.ndarray) -> dict:
     liver_ml = liver_voxels * voxel_ml
     tumour_ml = int(tumour.sum()) * voxel_ml
     return {
+        "frame": "RAS",  # bounding boxes: x to the patient's left is negative (DICOM LPS: +)
         "liver_ml": round(liver_ml, 1),
         "tumour_count": count,
         "tumour_ml": round(tumour_ml, 2),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,17 +27,24 @@ class StudyResult:
 
 
 def analyse_study(
-    segmenter: Segmenter, volume: Volume, *, qa: bool = True, limits: ReviewLimits | None = None
+    segmenter: Segmenter,
+    volume: Volume,
+    *,
+    qa: bool = True,
+    limits: ReviewLimits | None = None,
+    lock: AbstractContextManager | None = None,
 ) -> StudyResult:
     """Segment ``volume`` and check the result (``livseg.inference.qa``); ``qa`` adds a second
     pass on the volume shifted in-plane (a confident model labels both alike; noise or anatomy
-    it has not learnt makes them disagree), doubling the model's work."""
+    it has not learnt makes them disagree), doubling the model's work. ``lock`` is held around
+    each model pass only (a server shares one model between requests)."""
     start = time.perf_counter()
-    segmentation = segmenter.segment(volume.array)
+    with lock or nullcontext():
+        segmentation = segmenter.segment(volume.array)
     labels = segmentation.labels
     agreement = None
     if qa:
-        agreement = shifted_agreement(segmenter, volume.array, labels)
+        agreement = shifted_agreement(segmenter, volume.array, labels, lock)
     model_s = time.perf_counter() - start
     statistics = study_statistics(labels, volume.affine)
     checks = review(labels, statistics, segmentation.certainty, agreement,
@@ -52,12 +60,18 @@ def analyse_study(
     return StudyResult(labels, report)
 
 
-def shifted_agreement(segmenter: Segmenter, hu: np.ndarray, labels: np.ndarray) -> float:
+def shifted_agreement(
+    segmenter: Segmenter,
+    hu: np.ndarray,
+    labels: np.ndarray,
+    lock: AbstractContextManager | None = None,
+) -> float:
     """:func:`pass_agreement` of ``labels`` with a second pass on ``hu`` (X, Y, Z) moved by
     ``SHIFT_FRACTION`` of its size along x and y (air fills the gap), moved back; compared
     where both passes saw the same voxels."""
     dx, dy = (max(1, round(SHIFT_FRACTION * n)) for n in hu.shape[:2])
     moved = np.full_like(hu, AIR_HU)
     moved[dx:, dy:] = hu[:-dx, :-dy]
-    second = segmenter.segment(moved).labels
+    with lock or nullcontext():
+        second = segmenter.segment(moved).labels
     return pass_agreement(labels[:-dx, :-dy], second[dx:, dy:])

@@ -1,4 +1,5 @@
-"""DICOM CT series (a folder, local or ``s3://``) into a canonical ``Volume``."""
+"""DICOM CT series (a folder or a list of files, local or ``s3://``) into a canonical
+``Volume``."""
 
 from __future__ import annotations
 
@@ -10,18 +11,18 @@ import numpy as np
 from livseg.io import storage
 from livseg.io.cases import patient_key
 from livseg.io.nifti import check_shape
-from livseg.io.volume import LPS_TO_RAS, Volume, VolumeError, to_canonical
+from livseg.io.volume import LPS_TO_RAS, Volume, VolumeError, VolumeTooLarge, to_canonical
 
 MAX_TILT_DEGREES = 0.5  # above this a series needs resampling we do not do silently
 SPACING_TOLERANCE = 0.05  # relative deviation of one slice gap from the median gap
 
 
-def _dicom_datasets(uri: str) -> list:
+def _dicom_datasets(files: list[tuple[str, int]], uri: str) -> list:
     import pydicom  # local import: only DICOM users pay for it
     from pydicom.errors import InvalidDicomError
 
     datasets = []
-    for file_uri, size in storage.list_files(uri):
+    for file_uri, size in files:
         if size == 0:
             continue
         try:
@@ -31,12 +32,10 @@ def _dicom_datasets(uri: str) -> list:
         if "PixelData" in ds and "ImagePositionPatient" in ds:
             datasets.append((file_uri, ds))
     if not datasets:
-        raise VolumeError(f"{uri}: no DICOM image slices found in the folder")
+        raise VolumeError(f"{uri}: no DICOM image slices found")
     series = {str(ds.get("SeriesInstanceUID", "")) for _, ds in datasets}
     if len(series) > 1:
-        raise VolumeError(
-            f"{uri}: folder mixes {len(series)} DICOM series; give one series folder per volume"
-        )
+        raise VolumeError(f"{uri}: {len(series)} DICOM series mixed; give one series per volume")
     return datasets
 
 
@@ -80,7 +79,19 @@ def read_dicom_series(uri: str) -> Volume:
     Slices are sorted by their position along the slice normal (not by file name) and rescaled
     to HU with RescaleSlope/RescaleIntercept.
     """
-    datasets = _dicom_datasets(uri)
+    return read_dicom_files(storage.list_files(uri), uri)
+
+
+def read_dicom_files(
+    files: list[tuple[str, int]], uri: str, *, max_voxels: int | None = None
+) -> Volume:
+    """Read the files ``(uri, size)`` of one CT series, wherever they lie, into a ``Volume``
+    named ``uri`` (a PACS export mixes series in one folder and splits one across folders).
+    ``max_voxels`` refuses larger series (``VolumeTooLarge``) before any pixel is decoded."""
+    datasets = _dicom_datasets(files, uri)
+    voxels = sum(int(ds.Rows) * int(ds.Columns) for _, ds in datasets)
+    if max_voxels is not None and voxels > max_voxels:
+        raise VolumeTooLarge(f"{uri}: {voxels:,} voxels is more than the {max_voxels:,} allowed")
     order, dirs, gap = _slice_geometry(datasets, uri)
     ordered = [datasets[i][1] for i in order]
     first = ordered[0]

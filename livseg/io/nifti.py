@@ -95,13 +95,16 @@ def image_array(
     return array, affine, {"dtype": str(img.get_data_dtype()), "oriented": oriented}
 
 
-def read_nifti_source(uri: str, labels: bool) -> tuple[np.ndarray, np.ndarray, dict]:
+def read_nifti_source(
+    uri: str, labels: bool, max_voxels: int | None = None
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """:func:`image_array` of the file at ``uri`` (local or ``s3://``)."""
     try:
         data = storage.read_bytes(uri)
     except FileNotFoundError as exc:
         raise VolumeError(f"{uri}: file not found") from exc
-    return image_array(decode_nifti(data, uri), uri, labels)
+    limit = None if max_voxels is None else max_voxels * 8 + (1 << 20)  # float64 + header
+    return image_array(decode_nifti(data, uri, max_bytes=limit), uri, labels, max_voxels)
 
 
 def nifti_volume(
@@ -114,13 +117,13 @@ def nifti_volume(
                   {"format": "nifti", **facts})  # fmt: skip
 
 
-def read_nifti(uri: str, *, labels: bool = False) -> Volume:
+def read_nifti(uri: str, *, labels: bool = False, max_voxels: int | None = None) -> Volume:
     """Read a ``.nii``/``.nii.gz`` file (local or ``s3://``) into a canonical ``Volume``.
 
     CT data is returned in HU as float32 with the header's ``scl_slope``/``scl_inter`` applied;
     label masks (``labels=True``) are rounded to uint8.
     """
-    array, affine, facts = read_nifti_source(uri, labels)
+    array, affine, facts = read_nifti_source(uri, labels, max_voxels)
     canonical, canon_affine, _ = to_canonical(array, affine)
     meta = {"format": "nifti", **facts}
     return Volume(canonical, canon_affine, tuple(array.shape), affine, uri, meta)

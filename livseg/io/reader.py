@@ -8,21 +8,22 @@ import numpy as np
 from nibabel import orientations as nio
 
 from livseg.io import storage
-from livseg.io.dicom import read_dicom_series
+from livseg.io.dicom import read_dicom_files
 from livseg.io.nifti import NIFTI_SUFFIXES, read_nifti
 from livseg.io.volume import Volume, VolumeError, describe_grid, same_grid, to_source_grid
 
 log = logging.getLogger(__name__)
 
 
-def read_volume(uri: str, *, labels: bool = False) -> Volume:
-    """Read a NIfTI file or a DICOM series folder, whichever ``uri`` names."""
+def read_volume(uri: str, *, labels: bool = False, max_voxels: int | None = None) -> Volume:
+    """Read a NIfTI file or a DICOM series folder, whichever ``uri`` names; ``max_voxels``
+    refuses larger volumes (``VolumeTooLarge``) before their voxels are decoded."""
     if storage.is_dir(uri):
         if labels:
             raise VolumeError(f"{uri}: masks are read from NIfTI files, not DICOM folders")
-        return read_dicom_series(uri)
+        return read_dicom_files(storage.list_files(uri), uri, max_voxels=max_voxels)
     if str(uri).lower().endswith(NIFTI_SUFFIXES):
-        return read_nifti(uri, labels=labels)
+        return read_nifti(uri, labels=labels, max_voxels=max_voxels)
     if not storage.exists(uri):
         raise VolumeError(f"{uri}: file not found")
     raise VolumeError(f"{uri}: unknown volume format; expected .nii, .nii.gz or a DICOM folder")

@@ -118,6 +118,13 @@ def read_bytes(uri: str) -> bytes:
         return stream.read()
 
 
+def read_head(uri: str, size: int) -> bytes:
+    """The first ``size`` bytes of a file or object (a ranged read on S3)."""
+    fs, path = filesystem(uri)
+    with fs.open_input_file(path) as handle:
+        return handle.read(size)
+
+
 def write_bytes(uri: str, data: bytes) -> None:
     """Write a file atomically: readers see the old content or the new one, never a partial file.
 

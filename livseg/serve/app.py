@@ -7,7 +7,8 @@ Routes (every one but ``/healthz`` needs ``Authorization: Bearer <token>`` when 
   exact grid; the study report (statistics, QA, model, seconds) in the ``X-Livseg-Report``
   header as JSON;
 - ``POST /v1/segment-uri`` ``{"input": URI, "output": URI}``: a NIfTI file or DICOM series
-  folder (local or ``s3://``, inside the configured roots); the replica reads and writes
+  folder, or a list of the DICOM files of one series (local or ``s3://``, inside the
+  configured roots); the replica reads and writes
   storage itself, so volumes never travel through the proxy; returns the report;
 - ``GET /v1/model``: the model served (name, version, arch, metrics); ``POST /v1/reload``
   checks the registry for a new current version now (replicas also check every
@@ -24,7 +25,7 @@ import json
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError
@@ -36,13 +37,26 @@ from livseg.serve.model_server import ModelServer
 from livseg.serve.security import authorised, load_token, token_digest
 from livseg.serve.settings import ServeSettings
 
-api = FastAPI(title="livseg", description="Liver and liver-tumour segmentation of CT")
+# No /docs or /openapi.json: every route but /healthz is behind the token.
+api = FastAPI(title="livseg", docs_url=None, redoc_url=None, openapi_url=None)
 REPORT_HEADER = "X-Livseg-Report"
+MAX_HEADER_TUMOURS = 50  # proxies refuse headers of more than a few kB
+MAX_JSON_BYTES = 1 << 20
 
 
 class SegmentUri(BaseModel):
-    input: str
+    input: str | list[str]  # a NIfTI file or DICOM folder, or the files of one DICOM series
     output: str
+
+
+def header_report(report: dict) -> str:
+    """The report as compact JSON for a response header, the tumour list capped."""
+    tumours = report["statistics"]["tumours"]
+    if len(tumours) > MAX_HEADER_TUMOURS:
+        statistics = {**report["statistics"], "tumours": tumours[:MAX_HEADER_TUMOURS],
+                      "tumours_listed": MAX_HEADER_TUMOURS}  # fmt: skip
+        report = {**report, "statistics": statistics}
+    return json.dumps(report, separators=(",", ":"))
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -101,25 +115,35 @@ class Api:
         result = await self._call("segment_body", body)
         if result["status"] != 200:
             return JSONResponse({"detail": result["detail"]}, status_code=result["status"])
-        headers = {REPORT_HEADER: json.dumps(result["report"], separators=(",", ":"))}
+        headers = {REPORT_HEADER: header_report(result["report"])}
         return Response(result["mask"], media_type="application/gzip", headers=headers)
 
     @api.post("/v1/segment-uri")
-    async def segment_uri(self, request: Request, job: SegmentUri) -> JSONResponse:
-        self._check(request)
+    async def segment_uri(self, request: Request) -> JSONResponse:
+        self._check(request)  # before reading the body: strangers get 401, not a parser
+        try:
+            job = SegmentUri.model_validate_json(await _read_body(request, MAX_JSON_BYTES))
+        except ValidationError as exc:
+            raise HTTPException(422, f"expected {{'input': URI, 'output': URI}}: {exc}") from exc
         result = await self._call("segment_uri", job.input, job.output)
         if result["status"] != 200:
             return JSONResponse({"detail": result["detail"]}, status_code=result["status"])
         return JSONResponse(result["report"])
 
 
-def build_app(settings: ServeSettings) -> serve.Application:
-    """The application graph for ``serve.run``; refuses a non-loopback address without a token."""
-    token = load_token(settings.token_env, settings.token_file)
-    if token is None and not settings.loopback:
+def build_app(
+    settings: ServeSettings, token: str | None = None, *, loopback_checked: bool = False
+) -> serve.Application:
+    """The application graph for ``serve.run``. ``token`` (default: from ``token_env`` or
+    ``token_file``) guards every route but ``/healthz``. Without one the app is built only when
+    the caller started Serve's HTTP proxy itself on a loopback address (``loopback_checked``):
+    the proxy's address is Serve's setting, not the app's, so nothing else proves it."""
+    token = token or load_token(settings.token_env, settings.token_file)
+    if token is None and not (loopback_checked and settings.loopback):
         raise UsageError(
-            f"host={settings.host} listens beyond this machine but no token is set: export "
-            f"{settings.token_env} or pass token_file=… (and put TLS in front of it)"
+            f"no token is set and HTTP may listen beyond this machine (host={settings.host}, or "
+            f"Serve's own http_options): export {settings.token_env} or pass token_file=… "
+            "(and put TLS in front of it)"
         )
     fixed = settings.min_replicas == settings.max_replicas
     scaling = (
@@ -142,5 +166,6 @@ def build_app(settings: ServeSettings) -> serve.Application:
 
 def app_builder(args: dict) -> serve.Application:
     """``serve run livseg.serve.app:app_builder model=… token_file=…`` and Serve config files
-    (``import_path: livseg.serve.app:app_builder`` with an ``args:`` block)."""
+    (``import_path: livseg.serve.app:app_builder`` with an ``args:`` block). A token is required:
+    the HTTP address is set outside the app there."""
     return build_app(from_dict(ServeSettings, dict(args)))

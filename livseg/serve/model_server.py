@@ -14,9 +14,17 @@ import threading
 import time
 from dataclasses import dataclass
 
+from livseg.config import from_dict
 from livseg.errors import UsageError
 from livseg.inference import Segmenter, analyse_study
-from livseg.io import VolumeError, read_volume, storage, write_mask
+from livseg.io import (
+    VolumeError,
+    VolumeTooLarge,
+    read_dicom_files,
+    read_volume,
+    storage,
+    write_mask,
+)  # fmt: skip
 from livseg.registry import CURRENT_FILE, current, list_versions, resolve_checkpoint
 from livseg.serve.codec import RequestError, mask_body, volume_from_body
 from livseg.serve.security import Forbidden, confine, study_key
@@ -71,7 +79,7 @@ class ModelServer:
     """Segments studies with the registry's current model and follows ``current`` changes."""
 
     def __init__(self, settings: dict):
-        self.settings = ServeSettings(**settings)
+        self.settings = from_dict(ServeSettings, settings)
         self.device = pick_device(self.settings.device)
         self.loaded = load_model(self.settings.model, self.device, self.settings.batch_size)
         self._model_lock = threading.Lock()
@@ -83,8 +91,8 @@ class ModelServer:
         while not self._stop.wait(self.settings.reload_interval_s):
             try:
                 self.reload()
-            except Exception:  # noqa: BLE001 - keep serving the loaded model; say why
-                log.exception("checking the registry for a new current model failed")
+            except Exception as exc:  # noqa: BLE001 - keep serving the loaded model; say why
+                log.error("checking the registry for a new current model failed: %s", exc)
 
     def reload(self) -> dict:
         """Load the registry's current version if it changed; in-flight studies finish on the
@@ -107,35 +115,48 @@ class ModelServer:
 
     def _analyse(self, volume) -> tuple:
         loaded = self.loaded
-        with self._model_lock:
-            result = analyse_study(loaded.segmenter, volume, qa=self.settings.qa)
+        # The lock covers the model passes only: statistics run beside the next study's passes.
+        result = analyse_study(loaded.segmenter, volume, qa=self.settings.qa,
+                               lock=self._model_lock)  # fmt: skip
         model = {k: loaded.info[k] for k in ("name", "version", "arch")}
         return result, {"model": model, **result.report}
 
     def _segment_body(self, body: bytes) -> dict:
         start = time.perf_counter()
-        volume = volume_from_body(body, self.settings.max_body_bytes, self.settings.max_voxels)
+        decoded_limit = self.settings.max_voxels * 8 + (1 << 20)  # float64 voxels + header
+        volume = volume_from_body(body, decoded_limit, self.settings.max_voxels)
         result, report = self._analyse(volume)
         report["seconds"]["request"] = round(time.perf_counter() - start, 3)
         return {"status": 200, "mask": mask_body(result.labels, volume), "report": report}
 
-    def _segment_uri(self, source: str, target: str) -> dict:
+    def _segment_uri(self, source: str | list[str], target: str) -> dict:
         start = time.perf_counter()
-        source = confine(source, self.settings.roots)
         target = confine(target, self.settings.roots)
         if not target.endswith((".nii", ".nii.gz")):
             raise RequestError(422, f"output {target!r}: name a .nii or .nii.gz file")
-        volume = read_volume(source)
+        if isinstance(source, list):  # the files of one DICOM series, wherever they lie
+            if not source:
+                raise RequestError(422, "input: an empty list of DICOM files")
+            files = [(confine(uri, self.settings.roots), -1) for uri in source]
+            volume = read_dicom_files(files, f"DICOM series of {len(files)} files",
+                                      max_voxels=self.settings.max_voxels)  # fmt: skip
+            name = "\n".join(sorted(source))
+        else:
+            name = source = confine(source, self.settings.roots)
+            if storage.is_dir(source):  # each file of a series folder: links may lead out
+                for uri, _ in storage.list_files(source):
+                    confine(uri, self.settings.roots)
+            volume = read_volume(source, max_voxels=self.settings.max_voxels)
         result, report = self._analyse(volume)
         write_mask(result.labels, volume, target)
         report["seconds"]["request"] = round(time.perf_counter() - start, 3)
-        log.info("study %s segmented in %.1f s", study_key(source), time.perf_counter() - start)
+        log.info("study %s segmented in %.1f s", study_key(name), time.perf_counter() - start)
         return {"status": 200, "report": {**report, "output": target}}
 
     async def segment_body(self, body: bytes) -> dict:
         return await self._guarded(self._segment_body, body)
 
-    async def segment_uri(self, source: str, target: str) -> dict:
+    async def segment_uri(self, source: str | list[str], target: str) -> dict:
         return await self._guarded(self._segment_uri, source, target)
 
     async def _guarded(self, work, *args) -> dict:
@@ -143,6 +164,8 @@ class ModelServer:
             return await asyncio.to_thread(work, *args)
         except RequestError as exc:
             return {"status": exc.status, "detail": exc.detail}
+        except VolumeTooLarge as exc:
+            return {"status": 413, "detail": str(exc)}
         except Forbidden as exc:
             return {"status": 403, "detail": str(exc)}
         except VolumeError as exc:  # a stored input that is not a usable CT volume
@@ -150,8 +173,6 @@ class ModelServer:
         except FileNotFoundError as exc:
             return {"status": 404, "detail": f"not found: {exc}"}
         except Exception as exc:  # noqa: BLE001 - one bad study must not kill the replica
-            log.exception("segmentation failed")
+            # The type only: messages and tracebacks carry paths, which may name patients.
+            log.error("segmentation failed: %s", type(exc).__name__)
             return {"status": 500, "detail": f"{type(exc).__name__}: segmentation failed"}
-
-    def __del__(self) -> None:
-        self._stop.set()

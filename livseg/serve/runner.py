@@ -6,21 +6,40 @@ import logging
 
 from livseg.runtime import init_ray
 from livseg.serve.app import build_app
+from livseg.serve.security import load_token
 from livseg.serve.settings import ServeSettings
 
 APP_NAME = "livseg"
 log = logging.getLogger(__name__)
 
 
-def start_app(settings: ServeSettings, address: str | None = None) -> str:
+def serve_running() -> bool:
+    """True when a Serve controller already runs on the connected cluster."""
+    from ray import serve
+    from ray.serve.exceptions import RayServeException
+
+    try:
+        serve.status()
+    except RayServeException:
+        return False
+    return True
+
+
+def start_app(settings: ServeSettings, address: str | None = None, token: str | None = None) -> str:
     """Deploy (or update) the app on the cluster at ``address`` (or ``RAY_ADDRESS``, else a
-    local instance) and return its base URL. Returns once every replica is ready."""
+    local instance) and return its base URL. Returns once every replica is ready.
+
+    Without a token the app starts only if this call starts Serve's HTTP proxy itself, on a
+    loopback host (a running Serve keeps the address it was started with)."""
     from ray import serve
 
-    app = build_app(settings)  # refuses an open address without a token before starting Ray
+    token = token or load_token(settings.token_env, settings.token_file)
+    if token is None:
+        build_app(settings, None, loopback_checked=True)  # an open host: refuse before Ray
     init_ray(address)
+    fresh = not serve_running()
     serve.start(http_options={"host": settings.host, "port": settings.port})
-    serve.run(app, name=APP_NAME, route_prefix="/")
+    serve.run(build_app(settings, token, loopback_checked=fresh), name=APP_NAME, route_prefix="/")
     return f"http://{settings.host}:{settings.port}"
 
 

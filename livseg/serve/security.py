@@ -51,32 +51,38 @@ def authorised(header: str | None, digest: str | None) -> bool:
     return hmac.compare_digest(token_digest(header[len("Bearer ") :].strip()), digest)
 
 
-def _parts(path: str) -> list[str]:
-    return [p for p in path.split("/") if p not in ("", ".")]
+def _parts(uri: str) -> list[str]:
+    """Path components; empty or ``.`` ones are refused (``s3://b//x`` is key ``/x`` on S3)."""
+    path = uri[5:] if storage.is_s3(uri) else uri
+    parts = path.replace("\\", "/").split("/")
+    inner = parts[1:-1] if not storage.is_s3(uri) else parts[:-1]  # a leading "/" is local
+    if any(p in ("", ".") for p in inner) or ".." in parts:
+        raise Forbidden(f"{uri!r}: empty, '.' or '..' path components are not allowed")
+    return [p for p in parts if p]
 
 
 def confine(uri: str, roots: tuple[str, ...]) -> str:
     """``uri`` if it lies inside one of ``roots`` (local folders or ``s3://bucket/prefix``),
-    else ``Forbidden``. Any ``..`` component is refused outright; local paths are resolved
-    (symbolic links included) before the comparison."""
+    else ``Forbidden``. ``..``, ``.`` and empty components are refused outright; local paths
+    and roots are resolved (symbolic links included) before the comparison."""
     if not isinstance(uri, str) or not uri:
         raise Forbidden("expected a non-empty URI string")
     if not roots:
         raise Forbidden("this server accepts no URIs: start it with roots=… to allow some")
-    if ".." in uri.replace("\\", "/").split("/"):
-        raise Forbidden(f"{uri!r}: '..' is not allowed in URIs")
     if "://" in uri and not storage.is_s3(uri):
         raise Forbidden(f"{uri!r}: only local paths and s3:// URIs are served")
+    parts = _parts(uri)
     for root in roots:
         if storage.is_s3(uri) != storage.is_s3(root):
             continue
         if storage.is_s3(uri):
-            inside = _parts(uri[5:])[: len(_parts(root[5:]))] == _parts(root[5:])
-        else:
-            real, base = os.path.realpath(uri), os.path.realpath(root)
-            inside = os.path.commonpath([real, base]) == base
-        if inside:
-            return uri if storage.is_s3(uri) else os.path.realpath(uri)
+            base = [p for p in root[5:].split("/") if p]
+            if parts[: len(base)] == base:
+                return uri
+        elif os.path.isabs(uri):
+            real, base = os.path.realpath(uri), os.path.realpath(os.path.abspath(root))
+            if os.path.commonpath([real, base]) == base:
+                return real
     raise Forbidden(f"{uri!r} is outside the allowed roots ({', '.join(roots)})")
 
 

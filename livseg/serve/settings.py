@@ -29,7 +29,9 @@ class ServeSettings:
     # URI prefixes /v1/segment-uri may read and write (folders or s3://bucket/prefix).
     roots: tuple[str, ...] = ()
     max_body_mb: float = 512.0  # request bodies above this → 413
-    max_voxels: int = 1024 * 1024 * 1200  # decoded volumes above this → 413
+    # Decoded volumes above this → 413 (≈ 10 bytes per voxel per study in flight: HU float32,
+    # the QA pass's shifted copy, labels).
+    max_voxels: int = 512 * 512 * 1200
     qa: bool = True  # mirrored second pass for the confidence score (2× the model's work)
     batch_size: int = 16  # slices per forward pass
     min_replicas: int = 1
@@ -45,13 +47,21 @@ class ServeSettings:
         if self.device not in ("auto", "cpu", "cuda"):
             raise UsageError(f"device={self.device!r}: use auto, cpu or cuda")
         if self.max_body_mb <= 0 or self.max_voxels < 1:
-            raise UsageError("max_body_mb and max_voxels must be positive")
+            raise UsageError(
+                f"max_body_mb={self.max_body_mb}, max_voxels={self.max_voxels}: both must be > 0"
+            )
         if not 1 <= self.min_replicas <= self.max_replicas:
             raise UsageError(
                 f"replicas {self.min_replicas}..{self.max_replicas}: need 1 ≤ min ≤ max"
             )
-        if self.batch_size < 1 or self.max_ongoing_requests < 1 or self.reload_interval_s <= 0:
-            raise UsageError("batch_size, max_ongoing_requests and reload_interval_s must be ≥ 1")
+        for key in ("batch_size", "max_ongoing_requests"):
+            if getattr(self, key) < 1:
+                raise UsageError(f"{key}={getattr(self, key)}: must be ≥ 1")
+        if self.reload_interval_s <= 0 or self.cpus_per_replica < 0 or self.gpus_per_replica < 0:
+            raise UsageError(
+                f"reload_interval_s={self.reload_interval_s} must be > 0, cpus_per_replica="
+                f"{self.cpus_per_replica} and gpus_per_replica={self.gpus_per_replica} ≥ 0"
+            )
         if isinstance(self.roots, str):  # a single root given as a string
             object.__setattr__(self, "roots", (self.roots,) if self.roots else ())
 

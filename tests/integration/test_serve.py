@@ -20,24 +20,17 @@ from livseg.io import nifti_bytes, read_volume, to_canonical
 from livseg.registry import register
 from livseg.serve import REPORT_HEADER, ServeSettings, start_app, stop_app
 from livseg.synthetic import generate_case, write_case_dicom
-from livseg.train import TrainConfig, fit
 
 TOKEN = "test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(scope="module")
-def model(shards, tmp_path_factory):
-    """A plain U-Net trained on the shared 64² shards, registered as the current model."""
-    root = tmp_path_factory.mktemp("serve-model")
-    cfg = TrainConfig(
-        data=shards, arch="unet", epochs=5, batch_size=8, lr=2e-3, workers=1,
-        cpus_per_worker=2, storage=str(root / "runs"), name="serve", keep=1,
-    )  # fmt: skip
-    row = fit(cfg)
-    registry = str(root / "models")
-    register(registry, "livseg", row["checkpoint"])
-    return {"registry": registry, "checkpoint": row["checkpoint"]}
+def model(trained_unet, tmp_path_factory):
+    """The session's trained U-Net, registered as the current model of this module's registry."""
+    registry = str(tmp_path_factory.mktemp("serve-models"))
+    register(registry, "livseg", trained_unet)
+    return {"registry": registry, "checkpoint": trained_unet}
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +122,7 @@ def test_degraded_studies_are_flagged_for_review(app):
         assert response.status_code == 200, response.text
         reports[name] = json.loads(response.headers[REPORT_HEADER])["qa"]
     assert not reports["clean"]["review"], reports
-    assert reports["noisy"]["review"], reports
+    assert any("low confidence" in r for r in reports["noisy"]["reasons"]), reports
     assert reports["noisy"]["confidence"] < reports["clean"]["confidence"]
     assert reports["cut"]["review"] and any("edge" in r for r in reports["cut"]["reasons"])
 
@@ -218,18 +211,19 @@ def _small_body(case_id: int) -> bytes:
     return nifti_bytes(case.ct[:, :, :24].astype(np.int16), case.affine)
 
 
-def _post_with_retries(url: str, body: bytes, attempts: int = 20) -> int:
-    """POST like a careful client: retry on 503 and on dropped connections."""
-    for _ in range(attempts):
+def _post_with_retries(url: str, body: bytes, attempts: int = 20) -> tuple[int, int]:
+    """POST like a careful client: retry on 503 and on dropped connections. Returns (status,
+    attempts made)."""
+    for attempt in range(1, attempts + 1):
         try:
             response = requests.post(url, data=body, headers=AUTH, timeout=120)
         except requests.ConnectionError:
             time.sleep(0.5)
             continue
         if response.status_code not in (502, 503, 504):
-            return response.status_code
+            return response.status_code, attempt
         time.sleep(0.5)
-    return -1
+    return -1, attempts
 
 
 def test_fifty_concurrent_requests_all_succeed(app):
@@ -256,8 +250,9 @@ def test_a_killed_replica_loses_no_retried_request(app):
         futures = [pool.submit(_post_with_retries, url, body) for _ in range(16)]
         time.sleep(2.0)
         ray.kill(ray.get_actor(sorted(replicas)[0], namespace="serve"), no_restart=True)
-        codes = [f.result() for f in futures]
-    assert codes == [200] * 16
+        results = [f.result() for f in futures]
+    assert [code for code, _ in results] == [200] * 16
+    assert max(tries for _, tries in results) > 1, "no request was in flight on the killed replica"
 
 
 def test_a_new_current_version_is_served_without_dropping_requests(app):
@@ -273,7 +268,7 @@ def test_a_new_current_version_is_served_without_dropping_requests(app):
                         for _ in range(8)}  # fmt: skip
             if versions == {"v0002"}:
                 break
-        codes = [f.result() for f in futures]
+        codes = [f.result()[0] for f in futures]
     assert versions == {"v0002"}
     assert codes == [200] * 6
 

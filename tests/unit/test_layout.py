@@ -22,6 +22,7 @@ ALLOWED = {
     "tune": {"io", "data", "train", "registry"},
     "evaluate": {"io", "data", "train", "inference", "registry"},
     "serve": {"io", "data", "train", "inference", "registry"},
+    "archive": {"io", "inference", "registry", "serve"},
 }
 HELPERS = {"errors", "config", "runtime", "figures"}  # top-level modules every stage may use
 

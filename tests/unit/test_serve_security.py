@@ -53,6 +53,9 @@ def test_uris_are_confined_to_the_roots(tmp_path):
         "s3://other-bucket/ct/x.nii",
         "http://example.org/x.nii",
         "file:///etc/passwd",
+        "s3://hospital//ct/x.nii",  # S3 key "/ct/x.nii": outside the prefix
+        "s3://hospital/ct/./x.nii",
+        "relative/x.nii",  # relative to what? each replica's working directory
         "",
     ):
         with pytest.raises(Forbidden):
@@ -90,7 +93,11 @@ def test_an_open_address_without_a_token_is_refused(monkeypatch):
 
     monkeypatch.delenv("LIVSEG_SERVE_TOKEN", raising=False)
     with pytest.raises(UsageError, match="no token is set"):
-        build_app(ServeSettings(host="0.0.0.0"))
+        build_app(ServeSettings(host="0.0.0.0"), loopback_checked=True)
+    with pytest.raises(UsageError, match="no token is set"):  # serve run: address unknown
+        build_app(ServeSettings(host="127.0.0.1"))
+    build_app(ServeSettings(host="127.0.0.1"), loopback_checked=True)
+    build_app(ServeSettings(host="0.0.0.0"), "a-long-enough-token-123")
 
 
 def test_serve_run_arguments_build_the_app(monkeypatch):
@@ -99,8 +106,11 @@ def test_serve_run_arguments_build_the_app(monkeypatch):
 
     from livseg.serve import app_builder
 
-    monkeypatch.delenv("LIVSEG_SERVE_TOKEN", raising=False)
+    monkeypatch.setenv("LIVSEG_SERVE_TOKEN", "a-long-enough-token-123")
     app = app_builder({"model": "m", "port": "8123", "roots": "/a,s3://b/c", "qa": "false"})
     assert isinstance(app, Application)
     with pytest.raises(UsageError, match="unknown ServeSettings key"):
         app_builder({"modle": "m"})
+    monkeypatch.delenv("LIVSEG_SERVE_TOKEN")
+    with pytest.raises(UsageError, match="no token is set"):
+        app_builder({"model": "m"})

@@ -28,8 +28,8 @@ def test_bilateral_matches_opencv(ct_slices, diameter, sigma_color, sigma_space)
         [cv2.bilateralFilter(s, diameter, sigma_color, sigma_space) for s in ct_slices]
     )
     diff = np.abs(ours.numpy() - theirs)
-    # OpenCV interpolates exp() from a 4,096-bin table: ≤ 0.05 HU apart on a 450 HU window.
-    assert diff.max() < 0.05, diff.max()
+    # OpenCV interpolates exp() from a 4,096-bin table: ≈ 1e-4 HU apart on a 450 HU window.
+    assert diff.max() < 1e-3, diff.max()
     assert np.abs(ours.numpy() - ct_slices).max() > 1.0  # it did filter
 
 
@@ -39,7 +39,7 @@ def test_resize_matches_opencv(shape, size):
     image = rng.normal(40, 60, shape).astype(np.float32)
     interp = cv2.INTER_AREA if max(shape) > size else cv2.INTER_LINEAR
     theirs = cv2.resize(image, (size, size), interpolation=interp)
-    ours = resize_slices(torch.from_numpy(image)[None].double(), (size, size))[0].numpy()
+    ours = resize_slices(torch.from_numpy(image)[None], (size, size))[0].numpy()
     # cv2 takes (width, height); our arrays are (rows, cols) like its images
     assert np.abs(ours - theirs).max() < 1e-3
 

@@ -1,0 +1,167 @@
+"""The nightly archive job on a messy archive: NIfTI in several orientations, DICOM series
+mixed in one folder and split across two, a localizer, a non-CT series, a tilted series, an
+empty file, a truncated .nii.gz and a stray text file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pyarrow.parquet as pq
+import pydicom
+import pytest
+from job_helpers import run_job
+from nibabel import orientations as nio
+
+from livseg.io import nifti_bytes, to_canonical
+from livseg.registry import register
+from livseg.serve import stop_app
+from livseg.synthetic import generate_case, write_case_dicom
+
+
+def _rewrite(folder: Path, change) -> None:
+    for path in sorted(folder.glob("*.dcm")):
+        ds = pydicom.dcmread(path)
+        change(ds)
+        ds.save_as(path, enforce_file_format=True)
+
+
+def _tilt(ds) -> None:
+    """Shear the stack by 15° along y, as a tilted gantry does."""
+    z = float(ds.ImagePositionPatient[2])
+    x, y = float(ds.ImagePositionPatient[0]), float(ds.ImagePositionPatient[1])
+    ds.ImagePositionPatient = [f"{x:.4f}", f"{y + z * np.tan(np.radians(15)):.4f}", f"{z:.4f}"]
+    ds.GantryDetectorTilt = "15"
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hospital")
+    expected = {}
+    for i, codes in enumerate(("RAS", "LPS")):
+        case = generate_case(400 + i, seed=51, size=64)
+        ct, affine, _ = to_canonical(case.ct, case.affine)
+        ornt = nio.ornt_transform(nio.axcodes2ornt("RAS"), nio.axcodes2ornt(tuple(codes)))
+        path = root / "nifti" / f"2026-11-0{i}" / f"ct-{codes}.nii.gz"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(nifti_bytes(nio.apply_orientation(ct, ornt).astype(np.int16),
+                                     affine @ nio.inv_ornt_aff(ornt, ct.shape)))  # fmt: skip
+        expected[str(path)] = nib.load(path)
+    # series A split across two folders; series B shares the first folder with half of A
+    write_case_dicom(generate_case(410, seed=51, size=64), root / "tmp-a")
+    write_case_dicom(generate_case(411, seed=51, size=64), root / "pacs" / "mixed")
+    files = sorted((root / "tmp-a").glob("*.dcm"))
+    (root / "pacs" / "other").mkdir(parents=True)
+    for j, f in enumerate(files):
+        shutil.move(f, root / "pacs" / ("mixed" if j % 2 else "other") / f.name)
+    (root / "tmp-a").rmdir()
+    localizer = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    for name, case_id, change in (
+        ("localizer", 412, lambda ds: setattr(ds, "ImageType", localizer)),
+        ("mr", 413, lambda ds: setattr(ds, "Modality", "MR")),
+        ("tilted", 414, _tilt),
+    ):  # fmt: skip
+        write_case_dicom(generate_case(case_id, seed=51, size=64), root / "pacs" / name)
+        _rewrite(root / "pacs" / name, change)
+    (root / "broken").mkdir()
+    (root / "broken" / "empty.nii.gz").write_bytes(b"")
+    good = (root / "nifti" / "2026-11-00" / "ct-RAS.nii.gz").read_bytes()
+    (root / "broken" / "truncated.nii.gz").write_bytes(good[: len(good) // 2])
+    (root / "pacs" / "mixed" / "notes.txt").write_text("exported by the PACS\n")
+    return root, expected
+
+
+@pytest.fixture(scope="module")
+def served_model(trained_unet, tmp_path_factory):
+    """The session's trained U-Net as v0001 of this module's own registry."""
+    registry = str(tmp_path_factory.mktemp("archive-models"))
+    register(registry, "livseg", trained_unet)
+    yield {"entry": f"{registry}/livseg", "checkpoint": trained_unet}
+    stop_app()
+
+
+def _summary(out: Path) -> dict:
+    runs = sorted((out / "runs").glob("*.json"), key=lambda p: p.stat().st_mtime)
+    return json.loads(runs[-1].read_text())
+
+
+def test_every_input_gets_a_mask_or_a_reason_and_reruns_skip(
+    ray_session, archive, served_model, tmp_path, capsys
+):
+    root, expected = archive
+    out = tmp_path / "night"
+    argv = ["--archive", str(root), "--output", str(out), "--model", served_model["entry"]]
+    assert run_job("segment_archive", argv) == 0
+    report = pq.read_table(out / "report.parquet").to_pylist()
+    failures = {r["input"]: r for r in pq.read_table(out / "failures.parquet").to_pylist()}
+    assert len(report) == 4, [r["input"] for r in report]  # 2 NIfTI + series A + series B
+    inputs = {r["input"] for r in report}
+    assert set(expected) <= inputs
+    split = [r for r in report if "," in r["input"]]  # series A: two folders
+    assert len(split) == 1
+    assert "pacs/mixed" in split[0]["input"] and "pacs/other" in split[0]["input"]
+    for row in report:
+        mask = nib.load(out / "masks" / f"{row['key']}.nii.gz")
+        if row["input"] in expected:  # the input's exact grid
+            assert mask.shape == expected[row["input"]].shape
+            assert np.allclose(mask.affine, expected[row["input"]].affine, atol=1e-4)
+        assert row["liver_ml"] > 0 and row["version"] == "v0001"
+        assert "pacs" not in row["key"] and "ct-" not in row["key"]  # keys identify nothing
+
+    def reason(part: str) -> str:
+        return next(r["reason"] for i, r in failures.items() if part in i)
+
+    assert "LOCALIZER" in reason("pacs/localizer")
+    assert "modality MR" in reason("pacs/mr")
+    assert "tilt" in reason("pacs/tilted")
+    assert "empty" in reason("empty.nii.gz")
+    assert "gzip" in reason("truncated.nii.gz") and failures[
+        next(i for i in failures if "truncated" in i)]["stage"] == "segment"  # fmt: skip
+    assert "not a NIfTI or DICOM" in reason("notes.txt")
+    first = _summary(out)
+    assert first["counts"]["segmented"] == 4 and first["counts"]["failed"] == 1
+    checksums = {p.name: p.read_bytes() for p in (out / "masks").iterdir()}
+
+    assert run_job("segment_archive", argv) == 0  # nothing left to do
+    second = _summary(out)
+    assert second["counts"]["segmented"] == 0 and second["counts"]["skipped_done"] == 4
+    assert second["counts"]["failed"] == 0  # a failure is retried only with --retry-failed
+    assert second["counts"]["skipped_failed"] == 1
+    assert {p.name: p.read_bytes() for p in (out / "masks").iterdir()} == checksums
+    assert "segmented 0, skipped as done 4" in capsys.readouterr().out
+
+    registry, name = served_model["entry"].rsplit("/", 1)
+    register(registry, name, served_model["checkpoint"], force=True)  # v0002 becomes current
+    assert run_job("segment_archive", argv) == 0
+    third = _summary(out)
+    assert third["counts"]["segmented"] == 4 and third["model"].endswith("v0002")
+    assert {r["version"] for r in pq.read_table(out / "report.parquet").to_pylist()} == {"v0002"}
+
+
+def test_dry_run_lists_without_segmenting(archive, tmp_path, capsys):
+    root, _ = archive
+    argv = ["--archive", str(root), "--output", str(tmp_path / "dry"), "--dry-run"]
+    assert run_job("segment_archive", argv) == 0
+    out = capsys.readouterr().out
+    # 2 NIfTI, 2 DICOM series and the truncated .nii.gz (it fails only when decoded)
+    assert out.count("would segment") == 5 and "skip" in out and "LOCALIZER" in out
+    assert not (tmp_path / "dry").exists()
+
+
+def test_a_dicom_series_read_from_scattered_files_matches_the_folder(archive):
+    """The replica reads a split series from its file list: same voxels as one folder."""
+    root, _ = archive
+    from livseg.io import read_dicom_files
+
+    files = sorted(str(p) for p in (root / "pacs").rglob("*.dcm")
+                   if pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID
+                   == pydicom.dcmread(next((root / "pacs" / "other").glob("*.dcm")),
+                                      stop_before_pixels=True).SeriesInstanceUID)  # fmt: skip
+    volume = read_dicom_files([(f, -1) for f in files], "series A")
+    case = generate_case(410, seed=51, size=64)
+    truth, _, _ = to_canonical(case.ct, case.affine)
+    assert volume.array.shape == truth.shape
+    assert np.abs(volume.array - truth).max() <= 1.0
