@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from livseg.io import storage
 
 REPORT_COLUMNS = (
-    "key", "input", "kind", "fingerprint", "model", "version", "mask", "liver_ml",
+    "key", "input", "kind", "fingerprint", "model", "version", "mask", "seg", "liver_ml",
     "tumour_count", "tumour_ml", "tumour_burden_pct", "largest_tumour_diameter_mm", "tumours",
     "confidence", "agreement", "review", "reasons", "seconds", "segmented_at",
 )  # fmt: skip
@@ -26,7 +26,7 @@ def report_row(study, result: dict[str, Any], mask: str, when: str) -> dict[str,
     return {
         "key": study.key, "input": study.source, "kind": study.kind,
         "fingerprint": study.fingerprint, "model": result["model"]["name"],
-        "version": result["model"]["version"], "mask": mask,
+        "version": result["model"]["version"], "mask": mask, "seg": result.get("seg_output"),
         "liver_ml": stats["liver_ml"], "tumour_count": stats["tumour_count"],
         "tumour_ml": stats["tumour_ml"], "tumour_burden_pct": stats["tumour_burden_pct"],
         "largest_tumour_diameter_mm": stats["largest_tumour_diameter_mm"],

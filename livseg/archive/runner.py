@@ -58,18 +58,11 @@ def model_handle(cfg: ArchiveConfig):
         apps = {}
     if APP_NAME not in apps or str(apps[APP_NAME].status) != "RUNNING":
         roots = (storage.absolute(cfg.archive), storage.absolute(cfg.output))
-        # The job talks to the replicas through handles; HTTP gets a token nobody knows.
-        start_app(ServeSettings(model=cfg.model, roots=roots, port=_free_port()),
-                  token=secrets.token_hex(24))  # fmt: skip
+        # The job talks to the replicas through handles: no HTTP route (and a token nobody
+        # knows, should a route ever be added).
+        start_app(ServeSettings(model=cfg.model, roots=roots), token=secrets.token_hex(24),
+                  http=False)  # fmt: skip
     return serve.get_deployment_handle("ModelServer", app_name=APP_NAME)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def model_id(info: dict[str, Any]) -> str:
@@ -83,9 +76,10 @@ def _segment(handle, study: Study, mask: str) -> dict[str, Any]:
     from ray.exceptions import RayActorError
 
     source: str | list[str] = study.inputs[0] if study.kind == "nifti" else list(study.inputs)
+    seg = mask.replace(".nii.gz", ".seg.dcm") if study.kind == "dicom" else None
     for attempt in range(RETRIES):
         try:
-            return handle.segment_uri.remote(source, mask).result()
+            return handle.segment_uri.remote(source, mask, seg).result()
         except RayActorError:
             log.warning("study %s: replica lost (attempt %d); retrying", study.key, attempt + 1)
             time.sleep(1.0)

@@ -8,6 +8,7 @@ from livseg.io.cases import (
 )
 from livseg.io.conditional import read_with_token, write_bytes_if
 from livseg.io.dicom import read_dicom_files, read_dicom_series
+from livseg.io.dicom_seg import dicom_seg_bytes, write_dicom_seg
 from livseg.io.nifti import (
     NIFTI_SUFFIXES, decode_nifti, nifti_bytes, nifti_volume, read_nifti, write_mask,
 )
@@ -19,8 +20,8 @@ from livseg.io.volume import (
 __all__ = [
     "INDEX_COLUMNS", "NIFTI_SUFFIXES", "SPLITS", "VOLUME_RE", "Case", "Volume", "VolumeError",
     "VolumeTooLarge", "align_labels", "assign_splits", "decode_nifti", "describe_grid",
-    "discover_cases", "nifti_bytes", "nifti_volume", "patient_key", "read_case",
-    "read_dicom_files", "read_dicom_series", "read_nifti", "read_patients", "read_volume",
-    "read_with_token", "same_grid", "storage", "to_canonical", "to_source_grid",
-    "write_bytes_if", "write_mask",
+    "dicom_seg_bytes", "discover_cases", "nifti_bytes", "nifti_volume", "patient_key",
+    "read_case", "read_dicom_files", "read_dicom_series", "read_nifti", "read_patients",
+    "read_volume", "read_with_token", "same_grid", "storage", "to_canonical", "to_source_grid",
+    "write_bytes_if", "write_dicom_seg", "write_mask",
 ]  # fmt: skip

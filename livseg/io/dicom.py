@@ -125,5 +125,6 @@ def read_dicom_files(
         # Identifiers travel only as one-way hashes (grouping cases by patient for the split).
         "patient": patient_key(patient) if patient else "",
         "series_hash": hashlib.sha256(str(first.SeriesInstanceUID).encode()).hexdigest()[:16],
+        "files": [datasets[i][0] for i in order],  # slice order, for a DICOM SEG
     }
     return Volume(canonical, canon_affine, tuple(array.shape), affine, uri, meta)

@@ -6,10 +6,10 @@ Routes (every one but ``/healthz`` needs ``Authorization: Bearer <token>`` when 
 - ``POST /v1/segment``: a ``.nii``/``.nii.gz`` body → the mask as ``.nii.gz`` on the input's
   exact grid; the study report (statistics, QA, model, seconds) in the ``X-Livseg-Report``
   header as JSON;
-- ``POST /v1/segment-uri`` ``{"input": URI, "output": URI}``: a NIfTI file or DICOM series
-  folder, or a list of the DICOM files of one series (local or ``s3://``, inside the
-  configured roots); the replica reads and writes
-  storage itself, so volumes never travel through the proxy; returns the report;
+- ``POST /v1/segment-uri`` ``{"input": URI, "output": URI[, "seg_output": URI]}``: a NIfTI
+  file or DICOM series folder, or a list of the DICOM files of one series (local or ``s3://``,
+  inside the configured roots), and for DICOM input optionally a DICOM SEG; the replica reads
+  and writes storage itself, so volumes never travel through the proxy; returns the report;
 - ``GET /v1/model``: the model served (name, version, arch, metrics); ``POST /v1/reload``
   checks the registry for a new current version now (replicas also check every
   ``reload_interval_s``); ``GET /healthz``.
@@ -47,6 +47,7 @@ MAX_JSON_BYTES = 1 << 20
 class SegmentUri(BaseModel):
     input: str | list[str]  # a NIfTI file or DICOM folder, or the files of one DICOM series
     output: str
+    seg_output: str | None = None  # DICOM input: also a DICOM SEG here
 
 
 def header_report(report: dict) -> str:
@@ -125,7 +126,7 @@ class Api:
             job = SegmentUri.model_validate_json(await _read_body(request, MAX_JSON_BYTES))
         except ValidationError as exc:
             raise HTTPException(422, f"expected {{'input': URI, 'output': URI}}: {exc}") from exc
-        result = await self._call("segment_uri", job.input, job.output)
+        result = await self._call("segment_uri", job.input, job.output, job.seg_output)
         if result["status"] != 200:
             return JSONResponse({"detail": result["detail"]}, status_code=result["status"])
         return JSONResponse(result["report"])

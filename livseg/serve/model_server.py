@@ -23,6 +23,7 @@ from livseg.io import (
     read_dicom_files,
     read_volume,
     storage,
+    write_dicom_seg,
     write_mask,
 )  # fmt: skip
 from livseg.registry import CURRENT_FILE, current, list_versions, resolve_checkpoint
@@ -129,9 +130,10 @@ class ModelServer:
         report["seconds"]["request"] = round(time.perf_counter() - start, 3)
         return {"status": 200, "mask": mask_body(result.labels, volume), "report": report}
 
-    def _segment_uri(self, source: str | list[str], target: str) -> dict:
+    def _segment_uri(self, source: str | list[str], target: str, seg: str | None) -> dict:
         start = time.perf_counter()
         target = confine(target, self.settings.roots)
+        seg = None if seg is None else confine(seg, self.settings.roots)
         if not target.endswith((".nii", ".nii.gz")):
             raise RequestError(422, f"output {target!r}: name a .nii or .nii.gz file")
         if isinstance(source, list):  # the files of one DICOM series, wherever they lie
@@ -147,17 +149,23 @@ class ModelServer:
                 for uri, _ in storage.list_files(source):
                     confine(uri, self.settings.roots)
             volume = read_volume(source, max_voxels=self.settings.max_voxels)
+        if seg is not None and volume.meta.get("format") != "dicom":
+            raise RequestError(422, "seg_output: a DICOM SEG needs a DICOM series as input")
         result, report = self._analyse(volume)
         write_mask(result.labels, volume, target)
+        if seg is not None:
+            write_dicom_seg(result.labels, volume, seg, str(report["model"]["version"]))
         report["seconds"]["request"] = round(time.perf_counter() - start, 3)
         log.info("study %s segmented in %.1f s", study_key(name), time.perf_counter() - start)
-        return {"status": 200, "report": {**report, "output": target}}
+        return {"status": 200, "report": {**report, "output": target, "seg_output": seg}}
 
     async def segment_body(self, body: bytes) -> dict:
         return await self._guarded(self._segment_body, body)
 
-    async def segment_uri(self, source: str | list[str], target: str) -> dict:
-        return await self._guarded(self._segment_uri, source, target)
+    async def segment_uri(
+        self, source: str | list[str], target: str, seg: str | None = None
+    ) -> dict:
+        return await self._guarded(self._segment_uri, source, target, seg)
 
     async def _guarded(self, work, *args) -> dict:
         try:

@@ -25,12 +25,19 @@ def serve_running() -> bool:
     return True
 
 
-def start_app(settings: ServeSettings, address: str | None = None, token: str | None = None) -> str:
+def start_app(
+    settings: ServeSettings,
+    address: str | None = None,
+    token: str | None = None,
+    *,
+    http: bool = True,
+) -> str:
     """Deploy (or update) the app on the cluster at ``address`` (or ``RAY_ADDRESS``, else a
     local instance) and return its base URL. Returns once every replica is ready.
 
     Without a token the app starts only if this call starts Serve's HTTP proxy itself, on a
-    loopback host (a running Serve keeps the address it was started with)."""
+    loopback host (a running Serve keeps the address it was started with). ``http=False``
+    serves handles only (no route; when this call starts Serve, no HTTP proxy either)."""
     from ray import serve
 
     token = token or load_token(settings.token_env, settings.token_file)
@@ -38,9 +45,13 @@ def start_app(settings: ServeSettings, address: str | None = None, token: str | 
         build_app(settings, None, loopback_checked=True)  # an open host: refuse before Ray
     init_ray(address)
     fresh = not serve_running()
-    serve.start(http_options={"host": settings.host, "port": settings.port})
-    serve.run(build_app(settings, token, loopback_checked=fresh), name=APP_NAME, route_prefix="/")
-    return f"http://{settings.host}:{settings.port}"
+    if http:
+        serve.start(http_options={"host": settings.host, "port": settings.port})
+    elif fresh:
+        serve.start(proxy_location="Disabled")
+    app = build_app(settings, token, loopback_checked=fresh)
+    serve.run(app, name=APP_NAME, route_prefix="/" if http else None)
+    return f"http://{settings.host}:{settings.port}" if http else ""
 
 
 def stop_app() -> None:

@@ -15,10 +15,11 @@ import pydicom
 import pytest
 from job_helpers import run_job
 from nibabel import orientations as nio
+from ray import serve
 
-from livseg.io import nifti_bytes, to_canonical
+from livseg.archive import SelectionRules, discover
+from livseg.io import nifti_bytes, read_dicom_files, to_canonical
 from livseg.registry import register
-from livseg.serve import stop_app
 from livseg.synthetic import generate_case, write_case_dicom
 
 
@@ -80,7 +81,25 @@ def served_model(trained_unet, tmp_path_factory):
     registry = str(tmp_path_factory.mktemp("archive-models"))
     register(registry, "livseg", trained_unet)
     yield {"entry": f"{registry}/livseg", "checkpoint": trained_unet}
-    stop_app()
+    serve.shutdown()  # the next module starts Serve with its own HTTP options
+
+
+def _check_seg(path: Path, mask: nib.Nifti1Image, files: tuple[str, ...]) -> None:
+    """The SEG is BINARY with SNOMED-coded liver and tumour segments and decodes (highdicom,
+    frames looked up by the source instances in the reader's slice order) to the mask."""
+    import highdicom as hd
+
+    seg = hd.seg.segread(path)
+    assert seg.SegmentationType == "BINARY" and len(seg.SegmentSequence) == 2
+    codes = [s.SegmentedPropertyTypeCodeSequence[0].CodeValue for s in seg.SegmentSequence]
+    assert codes == ["10200004", "108369006"]  # SNOMED CT liver, neoplasm
+    ordered = read_dicom_files([(f, -1) for f in files], "series").meta["files"]
+    uids = [pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in ordered]
+    pixels = seg.get_pixels_by_source_instance(uids, segment_numbers=[1, 2])
+    labels = np.asarray(mask.dataobj).transpose(2, 1, 0)  # (slices, rows, columns)
+    assert np.array_equal(pixels[..., 0] > 0, labels >= 1)
+    assert np.array_equal(pixels[..., 1] > 0, labels == 2)
+    pydicom.dcmread(path)  # plain pydicom reads it too
 
 
 def _summary(out: Path) -> dict:
@@ -96,6 +115,7 @@ def test_every_input_gets_a_mask_or_a_reason_and_reruns_skip(
     argv = ["--archive", str(root), "--output", str(out), "--model", served_model["entry"]]
     assert run_job("segment_archive", argv) == 0
     report = pq.read_table(out / "report.parquet").to_pylist()
+    studies = {s.key: s for s in discover(str(root), SelectionRules())[0]}
     failures = {r["input"]: r for r in pq.read_table(out / "failures.parquet").to_pylist()}
     assert len(report) == 4, [r["input"] for r in report]  # 2 NIfTI + series A + series B
     inputs = {r["input"] for r in report}
@@ -109,6 +129,8 @@ def test_every_input_gets_a_mask_or_a_reason_and_reruns_skip(
             assert mask.shape == expected[row["input"]].shape
             assert np.allclose(mask.affine, expected[row["input"]].affine, atol=1e-4)
         assert row["liver_ml"] > 0 and row["version"] == "v0001"
+        if row["kind"] == "dicom":  # a DICOM SEG that decodes to the mask's voxels
+            _check_seg(Path(row["seg"]), mask, studies[row["key"]].inputs)
         assert "pacs" not in row["key"] and "ct-" not in row["key"]  # keys identify nothing
 
     def reason(part: str) -> str:

@@ -14,11 +14,12 @@ import pytest
 import requests
 from job_helpers import free_port, run_job
 from nibabel import orientations as nio
+from ray import serve
 from scipy import ndimage
 
 from livseg.io import nifti_bytes, read_volume, to_canonical
 from livseg.registry import register
-from livseg.serve import REPORT_HEADER, ServeSettings, start_app, stop_app
+from livseg.serve import REPORT_HEADER, ServeSettings, start_app
 from livseg.synthetic import generate_case, write_case_dicom
 
 TOKEN = "test-token-0123456789abcdef"
@@ -41,12 +42,13 @@ def app(ray_session, model, tmp_path_factory, s3_server, monkeypatch_module):
     monkeypatch_module.setenv("LIVSEG_SERVE_TOKEN", TOKEN)
     settings = ServeSettings(
         model=f"{model['registry']}/livseg", port=free_port(), roots=(str(archive), bucket),
-        max_body_mb=8, min_replicas=2, max_replicas=2, cpus_per_replica=0.5,
+        max_body_mb=8, max_voxels=64 * 64 * 256, min_replicas=2, max_replicas=2,
+        cpus_per_replica=0.5,
         reload_interval_s=3600,
     )  # fmt: skip
     url = start_app(settings)
     yield {"url": url, "archive": archive, "bucket": bucket, **model}
-    stop_app()
+    serve.shutdown()  # the next module starts Serve with its own HTTP options
 
 
 @pytest.fixture(scope="module")
@@ -177,8 +179,12 @@ def test_bad_bodies_get_a_4xx_with_a_message(app):
     rng = np.random.default_rng(0)
     oversize = requests.post(url, data=rng.bytes(9 * 2**20), headers=AUTH, timeout=60)
     assert oversize.status_code == 413 and "limit" in oversize.json()["detail"]
-    bomb = gzip.compress(bytes(64 * 2**20))  # 64 MiB of zeros in 64 KiB
+    bomb = gzip.compress(bytes(64 * 2**20))  # 64 MiB of zeros in 64 KiB: inflated ≤ the limit
     assert requests.post(url, data=bomb, headers=AUTH, timeout=60).status_code == 413
+    huge = bytearray(nifti_bytes(np.zeros((8, 8, 8), np.int16), np.eye(4), compress=False))
+    huge[42:48] = np.array([4000, 4000, 4000], "<i2").tobytes()  # dim[1:4]: 64 G voxels
+    response = requests.post(url, data=bytes(huge), headers=AUTH, timeout=60)
+    assert response.status_code == 413 and "voxels" in response.json()["detail"]
     garbage = requests.post(url, data=b"not a volume at all" * 100, headers=AUTH, timeout=60)
     assert garbage.status_code == 400 and "NIfTI" in garbage.json()["detail"]
     flat = nifti_bytes(np.zeros((64, 64), np.int16), np.eye(4))
