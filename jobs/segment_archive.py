@@ -1,17 +1,21 @@
 """Segment a hospital archive through the Serve app: the nightly job.
 
     python jobs/segment_archive.py --archive URI --output URI [--model ROOT/NAME]
-        [--rules FILE] [--retry-failed] [--dry-run] [--max-in-flight 4] [--address ADDR]
+        [--rules FILE] [--retry-failed] [--dry-run] [--max-in-flight 4] [--timeout 3600]
+        [--gpu] [--address ADDR]
 
 Finds NIfTI files and DICOM series (grouped by SeriesInstanceUID wherever their files lie),
 selects series with the rules (default: axial CT, no localizers, ≥ 20 slices, ≤ 6 mm apart,
 no gantry tilt; --rules takes a YAML of SelectionRules keys), and segments every study not
 already done by the current model. Writes OUTPUT/masks/<key>.nii.gz on each study's own grid,
 OUTPUT/report.parquet (one row per study), OUTPUT/failures.parquet (every input not
-segmented, and why) and OUTPUT/runs/<run-id>.json. Safe to rerun and safe to kill: a rerun skips
+segmented, and why), OUTPUT/summary.html (the night for a radiologist: flagged studies first,
+each with a thumbnail of its key slice and contours under OUTPUT/thumbnails/) and
+OUTPUT/runs/<run-id>.json. Safe to rerun and safe to kill: a rerun skips
 what is done, redoes failures only with --retry-failed, and redoes everything when the model's
-version changes. Uses the Serve app running on the cluster, or starts one (loopback) with
---model when none runs.
+version changes. Uses the Serve app "livseg" running on the cluster, or starts its own app
+(handles only, no HTTP) with --model for the run and removes it at the end. --output must lie
+outside --archive.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-failed", action="store_true", help="segment failed studies again")
     p.add_argument("--dry-run", action="store_true", help="list what would be segmented")
     p.add_argument("--max-in-flight", type=int, help="studies in flight at once (default 4)")
+    p.add_argument("--timeout", type=float, help="seconds one study may take (default 3600)")
+    p.add_argument("--gpu", action="store_true", help="the app this job starts: a GPU/replica")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local)")
     return p
 
@@ -43,7 +49,8 @@ def main(args: argparse.Namespace) -> int:
 
     named = {"archive": args.archive, "output": args.output, "model": args.model,
              "rules": args.rules, "retry_failed": args.retry_failed, "dry_run": args.dry_run,
-             "max_in_flight": args.max_in_flight}  # fmt: skip
+             "max_in_flight": args.max_in_flight, "timeout_s": args.timeout,
+             "gpu": args.gpu or None}  # fmt: skip
     cfg = from_dict(ArchiveConfig, {k: v for k, v in named.items() if v is not None})
     if not cfg.dry_run:
         init_ray(args.address)
@@ -55,7 +62,9 @@ def main(args: argparse.Namespace) -> int:
             print(f"skip {row['input']}: {row['reason']}")
         return cli.EXIT_OK
     print(format_summary(summary))
-    print(f"report: {summary['report']}\nsummary: {summary['summary']}")
+    print(
+        f"report: {summary['report']}\nsummary: {summary['summary']}\nfor review: {summary['html']}"
+    )
     print(json.dumps(summary["counts"]))
     return cli.EXIT_OK
 

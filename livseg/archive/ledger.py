@@ -9,16 +9,25 @@ everything is segmented again.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
 from livseg.io import storage
 
 
+def model_id(info: dict[str, Any]) -> str:
+    """Ledger folder of a model: ``name-version``, or a hash of a bare checkpoint's URI."""
+    if info.get("version"):
+        return f"{info['name']}-{info['version']}"
+    return "checkpoint-" + hashlib.sha256(str(info.get("checkpoint")).encode()).hexdigest()[:12]
+
+
 class Ledger:
     """Done and failed studies of one model version under ``output``."""
 
     def __init__(self, output: str, model: str):
+        self.model = model
         self.root = storage.join(output, "ledger", model)
         self.done = self._listed("done")
         self.failed = self._listed("failed")

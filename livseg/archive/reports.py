@@ -13,20 +13,22 @@ import pyarrow.parquet as pq
 from livseg.io import storage
 
 REPORT_COLUMNS = (
-    "key", "input", "kind", "fingerprint", "model", "version", "mask", "seg", "liver_ml",
+    "key", "input", "kind", "fingerprint", "model", "version", "mask", "seg", "thumbnail",
+    "liver_ml",
     "tumour_count", "tumour_ml", "tumour_burden_pct", "largest_tumour_diameter_mm", "tumours",
     "confidence", "agreement", "review", "reasons", "seconds", "segmented_at",
 )  # fmt: skip
 FAILURE_COLUMNS = ("key", "input", "stage", "reason")
 
 
-def report_row(study, result: dict[str, Any], mask: str, when: str) -> dict[str, Any]:
+def report_row(study, result: dict[str, Any], when: str) -> dict[str, Any]:
     """A ``report.parquet`` row from a Serve report (see ``livseg.inference.analyse_study``)."""
     stats, qa = result["statistics"], result["qa"]
     return {
         "key": study.key, "input": study.source, "kind": study.kind,
         "fingerprint": study.fingerprint, "model": result["model"]["name"],
-        "version": result["model"]["version"], "mask": mask, "seg": result.get("seg_output"),
+        "version": result["model"]["version"], "mask": result["output"],
+        "seg": result.get("seg_output"), "thumbnail": result.get("thumbnail_output"),
         "liver_ml": stats["liver_ml"], "tumour_count": stats["tumour_count"],
         "tumour_ml": stats["tumour_ml"], "tumour_burden_pct": stats["tumour_burden_pct"],
         "largest_tumour_diameter_mm": stats["largest_tumour_diameter_mm"],
@@ -34,6 +36,20 @@ def report_row(study, result: dict[str, Any], mask: str, when: str) -> dict[str,
         "agreement": qa["agreement"], "review": qa["review"], "reasons": "; ".join(qa["reasons"]),
         "seconds": result["seconds"]["request"], "segmented_at": when,
     }  # fmt: skip
+
+
+def failure_row(skipped) -> dict[str, Any]:
+    """A ``failures.parquet`` row for an input discovery or selection skipped."""
+    return {"key": "", "input": skipped.input, "stage": skipped.stage, "reason": skipped.reason}
+
+
+def newest_per_key(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per study key, the newest (a study whose content changed keeps its key and mask
+    path; its older ledger entries describe a mask that no longer exists)."""
+    newest: dict[str, dict] = {}
+    for row in sorted(rows, key=lambda r: r.get("segmented_at") or r.get("when") or ""):
+        newest[row["key"]] = row
+    return list(newest.values())
 
 
 def _write_table(uri: str, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:

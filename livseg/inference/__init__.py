@@ -6,9 +6,10 @@ from livseg.inference.qa import ReviewLimits, cut_faces, pass_agreement, review
 from livseg.inference.segmenter import Segmentation, Segmenter
 from livseg.inference.statistics import study_statistics
 from livseg.inference.study import StudyResult, analyse_study, shifted_agreement
+from livseg.inference.thumbnail import key_slice, thumbnail, thumbnail_png
 
 __all__ = [
     "MIN_COMPONENT_FRACTION", "ReviewLimits", "Segmentation", "Segmenter", "StudyResult",
-    "analyse_study", "cut_faces", "keep_liver_components", "pass_agreement", "review",
-    "shifted_agreement", "study_statistics",
+    "analyse_study", "cut_faces", "keep_liver_components", "key_slice", "pass_agreement",
+    "review", "shifted_agreement", "study_statistics", "thumbnail", "thumbnail_png",
 ]  # fmt: skip

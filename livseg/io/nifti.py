@@ -82,6 +82,10 @@ def image_array(
         )
     affine = np.asarray(img.affine, dtype=np.float64)
     _check_affine(affine, name)
+    stored = img.get_data_dtype()
+    if stored.kind not in "biuf" or stored.fields is not None:  # RGB, complex, structured
+        raise VolumeError(f"{name}: voxel type {stored} is not a CT intensity; expected a "
+                          "scalar integer or float image")  # fmt: skip
     try:
         raw = np.asanyarray(img.dataobj).reshape(shape)  # scl_slope/scl_inter applied
     except (ValueError, OSError, EOFError, zlib.error) as exc:
@@ -139,12 +143,13 @@ def _as_labels(raw: np.ndarray, name: str) -> np.ndarray:
 
 
 def nifti_bytes(array: np.ndarray, affine: np.ndarray, *, compress: bool = True) -> bytes:
-    """Encode an array as NIfTI-1 bytes with qform/sform set to scanner coordinates."""
+    """Encode an array as NIfTI-1 bytes with qform/sform set to scanner coordinates. Gzip's
+    header carries no time stamp, so equal masks give equal bytes (checksums compare runs)."""
     img = nib.Nifti1Image(array, affine)
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
     data = img.to_bytes()
-    return gzip.compress(data, compresslevel=6) if compress else data
+    return gzip.compress(data, compresslevel=6, mtime=0) if compress else data
 
 
 def write_mask(mask: np.ndarray, like: Volume, uri: str) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
+import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlparse
@@ -152,6 +154,23 @@ def write_temp(target: Path, data: bytes) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return tmp
+
+
+TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")  # write_temp's names
+
+
+def remove_temps(uri: str, older_than_s: float = 0.0) -> int:
+    """Delete the temporary files that writers killed mid-write left under a local folder
+    (S3 PUTs leave none) when older than ``older_than_s`` (a live writer's are younger);
+    returns how many."""
+    if is_s3(uri) or not os.path.isdir(uri):
+        return 0
+    cutoff = time.time() - older_than_s
+    stale = [p for p in Path(uri).rglob(".*.tmp")
+             if TEMP_NAME.match(p.name) and p.stat().st_mtime <= cutoff]  # fmt: skip
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
 
 
 def replace_local(target: Path, data: bytes) -> None:

@@ -6,13 +6,16 @@ Routes (every one but ``/healthz`` needs ``Authorization: Bearer <token>`` when 
 - ``POST /v1/segment``: a ``.nii``/``.nii.gz`` body → the mask as ``.nii.gz`` on the input's
   exact grid; the study report (statistics, QA, model, seconds) in the ``X-Livseg-Report``
   header as JSON;
-- ``POST /v1/segment-uri`` ``{"input": URI, "output": URI[, "seg_output": URI]}``: a NIfTI
-  file or DICOM series folder, or a list of the DICOM files of one series (local or ``s3://``,
-  inside the configured roots), and for DICOM input optionally a DICOM SEG; the replica reads
+- ``POST /v1/segment-uri`` ``{"input": URI, "output": URI[, "seg_output": URI,
+  "thumbnail_output": URI]}``: a NIfTI file or DICOM series folder, or a list of the DICOM files
+  of one series (local or ``s3://``, inside the configured roots), for DICOM input optionally a
+  DICOM SEG, and optionally a PNG of the key slice with contours; the replica reads
   and writes storage itself, so volumes never travel through the proxy; returns the report;
 - ``GET /v1/model``: the model served (name, version, arch, metrics); ``POST /v1/reload``
-  checks the registry for a new current version now (replicas also check every
-  ``reload_interval_s``); ``GET /healthz``.
+  makes the replica that receives it check the registry for a new current version now. Serve
+  routes a request to one replica and has no broadcast, so every replica also checks every
+  ``reload_interval_s`` (30 s): after a promotion all replicas serve the new version within
+  that time, and in-flight studies finish on the model they started with; ``GET /healthz``.
 
 Why no ``@serve.batch``: requests are whole studies of hundreds of slices, which the Segmenter
 already batches; batching studies would only add waiting (DESIGN.md: per-slice requests
@@ -48,6 +51,7 @@ class SegmentUri(BaseModel):
     input: str | list[str]  # a NIfTI file or DICOM folder, or the files of one DICOM series
     output: str
     seg_output: str | None = None  # DICOM input: also a DICOM SEG here
+    thumbnail_output: str | None = None  # a .png of the key slice with contours (for review)
 
 
 def header_report(report: dict) -> str:
@@ -126,7 +130,8 @@ class Api:
             job = SegmentUri.model_validate_json(await _read_body(request, MAX_JSON_BYTES))
         except ValidationError as exc:
             raise HTTPException(422, f"expected {{'input': URI, 'output': URI}}: {exc}") from exc
-        result = await self._call("segment_uri", job.input, job.output, job.seg_output)
+        result = await self._call("segment_uri", job.input, job.output, job.seg_output,
+                                  job.thumbnail_output)  # fmt: skip
         if result["status"] != 200:
             return JSONResponse({"detail": result["detail"]}, status_code=result["status"])
         return JSONResponse(result["report"])

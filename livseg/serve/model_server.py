@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from livseg.config import from_dict
 from livseg.errors import UsageError
-from livseg.inference import Segmenter, analyse_study
+from livseg.inference import Segmenter, analyse_study, thumbnail_png
 from livseg.io import (
     VolumeError,
     VolumeTooLarge,
@@ -26,7 +26,13 @@ from livseg.io import (
     write_dicom_seg,
     write_mask,
 )  # fmt: skip
-from livseg.registry import CURRENT_FILE, current, list_versions, resolve_checkpoint
+from livseg.registry import (
+    CURRENT_FILE,
+    current,
+    list_versions,
+    resolve_checkpoint,
+    resolve_model,
+)  # fmt: skip
 from livseg.serve.codec import RequestError, mask_body, volume_from_body
 from livseg.serve.security import Forbidden, confine, study_key
 from livseg.serve.settings import ServeSettings
@@ -59,17 +65,21 @@ def registry_version(model: str) -> str | None:
     return None if pointer is None else pointer["version"]
 
 
-def load_model(model: str, device: str, batch_size: int) -> LoadedModel:
-    """Load the registry entry's current version (or a checkpoint folder) as a Segmenter."""
-    checkpoint = resolve_checkpoint(model)
+def load_model(model: str, device: str, batch_size: int, version: str | None = None) -> LoadedModel:
+    """Load ``version`` of a registry entry (default: its current one, the pointer read once,
+    so the weights and the version named always agree) or a checkpoint folder."""
+    version = version or registry_version(model)
+    if version is None:
+        checkpoint = resolve_checkpoint(model)  # a checkpoint folder
+    else:
+        parent, name = storage.absolute(model).rsplit("/", 1)
+        checkpoint = resolve_model(parent, name, version)
     segmenter = Segmenter.from_checkpoint(checkpoint, device, batch_size)
     meta = segmenter.meta
     info = {"name": None, "version": None, "arch": meta["arch"], "checkpoint": checkpoint,
             "label_map": meta["label_map"], "metric": None, "value": None,
             "test_metrics": None}  # fmt: skip
-    version = registry_version(model)
     if version is not None:
-        parent, name = storage.absolute(model).rsplit("/", 1)
         card = next(c for c in list_versions(parent, name) if c["version"] == version)
         info.update(name=name, version=version, metric=card.get("metric"),
                     value=card.get("value"), test_metrics=card.get("test_metrics"))  # fmt: skip
@@ -102,10 +112,21 @@ class ModelServer:
             version = registry_version(self.settings.model)
             changed = version is not None and version != self.loaded.info["version"]
             if changed:
-                fresh = load_model(self.settings.model, self.device, self.settings.batch_size)
+                fresh = load_model(self.settings.model, self.device, self.settings.batch_size,
+                                   version)  # fmt: skip
                 log.info("now serving %s %s", fresh.info["name"], fresh.info["version"])
                 self.loaded = fresh
             return {**self.loaded.info, "reloaded": changed}
+
+    def outside_roots(self, uris: list[str]) -> list[str]:
+        """The ``uris`` this server may not read or write (a client checks before a long run)."""
+        outside = []
+        for uri in uris:
+            try:
+                confine(uri, self.settings.roots)
+            except Forbidden:
+                outside.append(uri)
+        return outside
 
     def info(self) -> dict:
         """The model's facts plus this replica's actor name (for operators and tests)."""
@@ -117,8 +138,10 @@ class ModelServer:
     def _analyse(self, volume) -> tuple:
         loaded = self.loaded
         # The lock covers the model passes only: statistics run beside the next study's passes.
-        result = analyse_study(loaded.segmenter, volume, qa=self.settings.qa,
-                               lock=self._model_lock)  # fmt: skip
+        result = analyse_study(
+            loaded.segmenter, volume, qa=self.settings.qa, limits=self.settings.review_limits,
+            lock=self._model_lock,
+        )  # fmt: skip
         model = {k: loaded.info[k] for k in ("name", "version", "arch")}
         return result, {"model": model, **result.report}
 
@@ -130,10 +153,20 @@ class ModelServer:
         report["seconds"]["request"] = round(time.perf_counter() - start, 3)
         return {"status": 200, "mask": mask_body(result.labels, volume), "report": report}
 
-    def _segment_uri(self, source: str | list[str], target: str, seg: str | None) -> dict:
+    def _segment_uri(
+        self, source: str | list[str], target: str, seg: str | None, thumbnail: str | None
+    ) -> dict:
         start = time.perf_counter()
         target = confine(target, self.settings.roots)
         seg = None if seg is None else confine(seg, self.settings.roots)
+        thumbnail = None if thumbnail is None else confine(thumbnail, self.settings.roots)
+        if thumbnail is not None and not thumbnail.endswith(".png"):
+            raise RequestError(422, f"thumbnail_output {thumbnail!r}: name a .png file")
+        if seg is not None and not seg.endswith(".dcm"):
+            raise RequestError(422, f"seg_output {seg!r}: name a .dcm file")
+        inputs = set(source) if isinstance(source, list) else {source}
+        if {target, seg, thumbnail} & {confine(u, self.settings.roots) for u in inputs}:
+            raise RequestError(422, "an output names an input file: it would be overwritten")
         if not target.endswith((".nii", ".nii.gz")):
             raise RequestError(422, f"output {target!r}: name a .nii or .nii.gz file")
         if isinstance(source, list):  # the files of one DICOM series, wherever they lie
@@ -155,17 +188,25 @@ class ModelServer:
         write_mask(result.labels, volume, target)
         if seg is not None:
             write_dicom_seg(result.labels, volume, seg, str(report["model"]["version"]))
+        if thumbnail is not None:
+            png = thumbnail_png(volume.array, result.labels, volume.spacing[:2])
+            storage.write_bytes(thumbnail, png)
         report["seconds"]["request"] = round(time.perf_counter() - start, 3)
         log.info("study %s segmented in %.1f s", study_key(name), time.perf_counter() - start)
-        return {"status": 200, "report": {**report, "output": target, "seg_output": seg}}
+        outputs = {"output": target, "seg_output": seg, "thumbnail_output": thumbnail}
+        return {"status": 200, "report": {**report, **outputs}}
 
     async def segment_body(self, body: bytes) -> dict:
         return await self._guarded(self._segment_body, body)
 
     async def segment_uri(
-        self, source: str | list[str], target: str, seg: str | None = None
+        self,
+        source: str | list[str],
+        target: str,
+        seg: str | None = None,
+        thumbnail: str | None = None,
     ) -> dict:
-        return await self._guarded(self._segment_uri, source, target, seg)
+        return await self._guarded(self._segment_uri, source, target, seg, thumbnail)
 
     async def _guarded(self, work, *args) -> dict:
         try:

@@ -13,16 +13,16 @@ APP_NAME = "livseg"
 log = logging.getLogger(__name__)
 
 
+# Serve's controller actor (``ray.serve._private.constants``); ``serve.status()`` cannot tell:
+# it returns an empty status whether or not a controller runs.
+CONTROLLER = {"name": "SERVE_CONTROLLER_ACTOR", "namespace": "serve"}
+
+
 def serve_running() -> bool:
     """True when a Serve controller already runs on the connected cluster."""
-    from ray import serve
-    from ray.serve.exceptions import RayServeException
+    import ray
 
-    try:
-        serve.status()
-    except RayServeException:
-        return False
-    return True
+    return CONTROLLER in ray.util.list_named_actors(all_namespaces=True)
 
 
 def start_app(
@@ -31,6 +31,7 @@ def start_app(
     token: str | None = None,
     *,
     http: bool = True,
+    name: str = APP_NAME,
 ) -> str:
     """Deploy (or update) the app on the cluster at ``address`` (or ``RAY_ADDRESS``, else a
     local instance) and return its base URL. Returns once every replica is ready.
@@ -50,12 +51,12 @@ def start_app(
     elif fresh:
         serve.start(proxy_location="Disabled")
     app = build_app(settings, token, loopback_checked=fresh)
-    serve.run(app, name=APP_NAME, route_prefix="/" if http else None)
+    serve.run(app, name=name, route_prefix="/" if http else None)
     return f"http://{settings.host}:{settings.port}" if http else ""
 
 
-def stop_app() -> None:
+def stop_app(name: str = APP_NAME) -> None:
     """Delete the app (its replicas stop); Serve itself keeps running for other apps."""
     from ray import serve
 
-    serve.delete(APP_NAME)
+    serve.delete(name)

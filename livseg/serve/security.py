@@ -46,9 +46,10 @@ def authorised(header: str | None, digest: str | None) -> bool:
     (constant-time comparison of digests)."""
     if digest is None:
         return True
-    if not header or not header.startswith("Bearer "):
+    scheme, _, credentials = (header or "").partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():  # RFC 7235: case-insensitive
         return False
-    return hmac.compare_digest(token_digest(header[len("Bearer ") :].strip()), digest)
+    return hmac.compare_digest(token_digest(credentials.strip()), digest)
 
 
 def _parts(uri: str) -> list[str]:
@@ -67,6 +68,8 @@ def confine(uri: str, roots: tuple[str, ...]) -> str:
     and roots are resolved (symbolic links included) before the comparison."""
     if not isinstance(uri, str) or not uri:
         raise Forbidden("expected a non-empty URI string")
+    if any(ord(c) < 32 or ord(c) == 127 for c in uri):
+        raise Forbidden("URIs with control characters are not allowed")
     if not roots:
         raise Forbidden("this server accepts no URIs: start it with roots=… to allow some")
     if "://" in uri and not storage.is_s3(uri):

@@ -10,6 +10,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from livseg.errors import UsageError
+from livseg.inference import ReviewLimits
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -32,7 +33,13 @@ class ServeSettings:
     # Decoded volumes above this → 413 (≈ 10 bytes per voxel per study in flight: HU float32,
     # the QA pass's shifted copy, labels).
     max_voxels: int = 512 * 512 * 1200
-    qa: bool = True  # mirrored second pass for the confidence score (2× the model's work)
+    qa: bool = True  # shifted second pass for the agreement score (2× the model's work)
+    # Review flag thresholds (``livseg.inference.ReviewLimits``; defaults suit adult abdominal CT).
+    min_certainty: float = 0.94
+    min_agreement: float = 0.90
+    liver_ml_min: float = 400.0
+    liver_ml_max: float = 4000.0
+    edge_fraction: float = 0.2
     batch_size: int = 16  # slices per forward pass
     min_replicas: int = 1
     max_replicas: int = 1
@@ -62,8 +69,17 @@ class ServeSettings:
                 f"reload_interval_s={self.reload_interval_s} must be > 0, cpus_per_replica="
                 f"{self.cpus_per_replica} and gpus_per_replica={self.gpus_per_replica} ≥ 0"
             )
+        try:
+            _ = self.review_limits  # ReviewLimits checks its own values
+        except ValueError as exc:
+            raise UsageError(f"review thresholds: {exc}") from None
         if isinstance(self.roots, str):  # a single root given as a string
             object.__setattr__(self, "roots", (self.roots,) if self.roots else ())
+
+    @property
+    def review_limits(self) -> ReviewLimits:
+        return ReviewLimits(self.min_certainty, self.min_agreement,
+                            (self.liver_ml_min, self.liver_ml_max), self.edge_fraction)  # fmt: skip
 
     @property
     def max_body_bytes(self) -> int:

@@ -4,8 +4,8 @@ same studies through the Serve app. Same model, studies, batch size, warm-up and
 
 - ``model``: forward passes of device-resident random slabs (the ceiling; no pre/post work);
 - ``direct``: one process reads each study, segments it (preprocessing on the model's device,
-  post-processing, statistics) and writes the mask, decoding the next study in a thread while
-  the current one runs (the best plain loop);
+  post-processing, statistics) and writes the mask; two threads overlap one study's reading,
+  statistics and writing with the other's model passes (the best plain loop);
 - ``serve``: ``POST /v1/segment-uri`` for the same studies, ``concurrency`` in flight, so the
   replica decodes one study while the model runs another.
 
@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import statistics
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from livseg.inference import Segmenter, analyse_study
-from livseg.io import read_volume, write_mask
+from livseg.inference import Segmenter, analyse_study, thumbnail_png
+from livseg.io import read_volume, storage, write_mask
 
 
 def _summary(values: list[float]) -> dict[str, float]:
@@ -51,28 +52,37 @@ def model_rate(segmenter: Segmenter, slices: int, repeats: int) -> dict[str, flo
 
 
 def direct_rate(
-    segmenter: Segmenter, studies: list[str], out: Path, repeats: int, prefetch: bool = True
+    segmenter: Segmenter,
+    studies: list[str],
+    out: Path,
+    repeats: int,
+    overlap: bool = True,
+    thumbnails: bool = False,
 ) -> dict:
-    """Studies/s and slices/s of read → segment → write in one process; with ``prefetch`` the
-    next study is read in a thread while the current one runs (the decoders release the GIL)."""
+    """Studies/s and slices/s of read → segment → statistics → write in one process. With
+    ``overlap`` two threads each take a study through the whole path, sharing the model under
+    a lock (as a replica does): one study's reading, statistics and writing run while the other's
+    model passes run (the decoders, zlib and torch release the GIL). ``thumbnails`` also writes
+    each study's review thumbnail (as the archive job does)."""
+    model_lock = threading.Lock()
+
+    def one(i: int) -> int:
+        volume = read_volume(studies[i])
+        result = analyse_study(segmenter, volume, qa=False, lock=model_lock)
+        write_mask(result.labels, volume, str(out / f"direct-{i}.nii.gz"))
+        if thumbnails:
+            png = thumbnail_png(volume.array, result.labels, volume.spacing[:2])
+            storage.write_bytes(str(out / f"direct-{i}.png"), png)
+        return volume.array.shape[2]
 
     def run() -> int:
-        slices = 0
-        with ThreadPoolExecutor(1) as reader:
-            pending = reader.submit(read_volume, studies[0])
-            for i in range(len(studies)):
-                volume = pending.result()
-                if i + 1 < len(studies):
-                    pending = reader.submit(read_volume, studies[i + 1])
-                    if not prefetch:
-                        pending.result()  # wait: no overlap
-                result = analyse_study(segmenter, volume, qa=False)
-                write_mask(result.labels, volume, str(out / f"direct-{i}.nii.gz"))
-                slices += volume.array.shape[2]
-        return slices
+        if not overlap:
+            return sum(map(one, range(len(studies))))
+        with ThreadPoolExecutor(2) as pool:
+            return sum(pool.map(one, range(len(studies))))
 
     run()  # warm-up
-    return _windows(run, len(studies), repeats)
+    return timed_windows(run, len(studies), repeats)
 
 
 def serve_rate(url: str, token: str | None, studies: list[str], out: Path, repeats: int,
@@ -94,10 +104,12 @@ def serve_rate(url: str, token: str | None, studies: list[str], out: Path, repea
             return sum(pool.map(one, range(len(studies))))
 
     run()
-    return _windows(run, len(studies), repeats)
+    return timed_windows(run, len(studies), repeats)
 
 
-def _windows(run, studies: int, repeats: int) -> dict[str, Any]:
+def timed_windows(run, studies: int, repeats: int) -> dict[str, Any]:
+    """Run ``run`` (returns slices done) ``repeats`` times; median, min and max of studies/s
+    and slices/s over the windows."""
     volumes, slices = [], []
     for _ in range(repeats):
         start = time.perf_counter()

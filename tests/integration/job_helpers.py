@@ -1,9 +1,17 @@
-"""Shared by integration tests: run a job in-process, check a written report, free ports."""
+"""Shared by integration tests: run a job in-process, check a written report, free ports, and
+run a job as its own process with a private Ray instance (to kill it)."""
 
 from __future__ import annotations
 
+import glob
 import importlib.util
+import os
+import shutil
+import signal
 import socket
+import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from PIL import Image
@@ -40,3 +48,42 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def our_processes(marker: str) -> list[int]:
+    """PIDs whose environment carries ``marker`` (the subprocess's private RAY_TMPDIR)."""
+    pids = []
+    for environ in glob.glob("/proc/[0-9]*/environ"):
+        try:
+            if marker.encode() in Path(environ).read_bytes().split(b"\0"):
+                pids.append(int(environ.split("/")[2]))
+        except OSError:
+            continue
+    return pids
+
+
+def wait_gone(marker: str, timeout: float) -> list[int]:
+    """Wait until no process carries ``marker``; the PIDs still left after ``timeout`` s."""
+    deadline = time.time() + timeout
+    while (left := our_processes(marker)) and time.time() < deadline:
+        time.sleep(1)
+    return left
+
+
+@contextmanager
+def private_ray():
+    """``(env, marker)`` for a subprocess that starts its own local Ray instance under a private
+    RAY_TMPDIR; on exit every process carrying the marker is killed (only what the test
+    started)."""
+    ray_tmp = tempfile.mkdtemp(prefix="lvt", dir="/tmp")  # short: Ray's socket paths are limited
+    marker = f"RAY_TMPDIR={ray_tmp}"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_TMPDIR": ray_tmp}
+    try:
+        yield env, marker
+    finally:
+        for pid in our_processes(marker):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        shutil.rmtree(ray_tmp, ignore_errors=True)

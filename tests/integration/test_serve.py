@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -193,7 +194,11 @@ def test_bad_bodies_get_a_4xx_with_a_message(app):
     four = nifti_bytes(np.zeros((32, 32, 16, 3), np.int16), np.eye(4))
     response = requests.post(url, data=four, headers=AUTH, timeout=60)
     assert response.status_code == 422 and "4-D" in response.json()["detail"]
-    assert requests.get(f"{app['url']}/v1/model", headers=AUTH, timeout=10).status_code == 200
+    rgb = np.zeros((16, 16, 8), [("R", "u1"), ("G", "u1"), ("B", "u1")])
+    response = requests.post(url, data=nifti_bytes(rgb, np.eye(4)), headers=AUTH, timeout=60)
+    assert response.status_code == 422 and "voxel type" in response.json()["detail"]
+    for _ in range(6):  # both replicas still serve
+        assert requests.get(f"{app['url']}/v1/model", headers=AUTH, timeout=10).status_code == 200
 
 
 def test_uris_outside_the_roots_are_forbidden(app):
@@ -205,6 +210,7 @@ def test_uris_outside_the_roots_are_forbidden(app):
         ("s3://another-bucket/study-1", f"{archive}/out/x.nii.gz"),
         (f"{app['bucket']}/study-1", "s3://another-bucket/x.nii.gz"),
         ("/etc/passwd", f"{archive}/out/x.nii.gz"),
+        (f"{archive}/study-1\u0000/x", f"{archive}/out/x.nii.gz"),
     ):
         response = requests.post(url, headers=AUTH, timeout=30,
                                   json={"input": source, "output": target})  # fmt: skip
@@ -262,24 +268,67 @@ def test_a_killed_replica_loses_no_retried_request(app):
 
 
 def test_a_new_current_version_is_served_without_dropping_requests(app):
-    body = _small_body(322)
-    url = app["url"]
-    with ThreadPoolExecutor(6) as pool:
-        futures = [pool.submit(_post_with_retries, f"{url}/v1/segment", body) for _ in range(6)]
-        register(app["registry"], "livseg", app["checkpoint"], force=True)
-        deadline = time.time() + 60
-        while time.time() < deadline:  # each reload reaches one replica; others follow
-            requests.post(f"{url}/v1/reload", headers=AUTH, timeout=60)
-            versions = {requests.get(f"{url}/v1/model", headers=AUTH, timeout=10).json()["version"]
-                        for _ in range(8)}  # fmt: skip
-            if versions == {"v0002"}:
-                break
-        codes = [f.result()[0] for f in futures]
-    assert versions == {"v0002"}
-    assert codes == [200] * 6
+    """Clients post without pause while v0002 is promoted and the replicas reload: every
+    request is answered on its first attempt, first by v0001, then by v0002."""
+    body, url = _small_body(322), app["url"]
+    stop, seen = threading.Event(), []  # (status, version) per request
+
+    def client() -> None:
+        while not stop.is_set():
+            response = requests.post(f"{url}/v1/segment", data=body, headers=AUTH, timeout=120)
+            report = json.loads(response.headers.get(REPORT_HEADER, "{}"))
+            seen.append((response.status_code, report.get("model", {}).get("version")))
+
+    def wait_for(condition, what: str) -> None:
+        deadline = time.time() + 90
+        while not condition():
+            assert time.time() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.2)
+
+    with ThreadPoolExecutor(2) as pool:
+        clients = [pool.submit(client) for _ in range(2)]
+        try:
+            wait_for(lambda: len(seen) >= 2, "requests before the promotion")
+            register(app["registry"], "livseg", app["checkpoint"], force=True)
+            versions: set = set()
+
+            def all_reloaded() -> bool:  # each reload reaches one replica; others follow
+                nonlocal versions
+                requests.post(f"{url}/v1/reload", headers=AUTH, timeout=60)
+                versions = {requests.get(f"{url}/v1/model", headers=AUTH, timeout=10)
+                            .json()["version"] for _ in range(8)}  # fmt: skip
+                return versions == {"v0002"}
+
+            wait_for(all_reloaded, "every replica to load v0002")
+            wait_for(lambda: sum(v == "v0002" for _, v in seen) >= 2, "answers by v0002")
+        finally:
+            stop.set()
+            for future in clients:
+                future.result()
+    assert [code for code, _ in seen] == [200] * len(seen), seen
+    assert {v for _, v in seen} == {"v0001", "v0002"}
 
 
 def test_serve_job_refuses_an_open_address_without_a_token(monkeypatch, capsys):
     monkeypatch.delenv("LIVSEG_SERVE_TOKEN", raising=False)
     assert run_job("serve", ["--host", "0.0.0.0", "--model", "nowhere"]) == 2
     assert "no token is set" in capsys.readouterr().err
+
+
+def test_without_a_token_only_a_proxy_we_start_on_loopback_serves(model, monkeypatch):
+    """No token: refused while a Serve instance we did not start runs (its HTTP address is not
+    ours to know); served once this call starts Serve's proxy itself on 127.0.0.1."""
+    from livseg.errors import UsageError
+
+    monkeypatch.delenv("LIVSEG_SERVE_TOKEN", raising=False)
+    settings = ServeSettings(model=f"{model['registry']}/livseg", port=free_port())
+    serve.start(proxy_location="Disabled")  # somebody's Serve (this module's app's, if alive)
+    with pytest.raises(UsageError, match="no token is set"):
+        start_app(settings)
+    serve.shutdown()
+    try:
+        url = start_app(settings)
+        response = requests.get(f"{url}/v1/model", timeout=30)  # no Authorization header
+        assert response.status_code == 200 and response.json()["arch"] == "unet"
+    finally:
+        serve.shutdown()

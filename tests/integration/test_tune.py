@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import csv
-import glob
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
+from job_helpers import private_ray, wait_gone
 
 from livseg.train import TrainConfig
 from livseg.tune import SweepConfig, parse_dimension, parse_space, register_best, sweep
@@ -125,30 +123,7 @@ def _trial_states(sweep_dir: Path) -> dict[str, str]:
     return {trial["trial_id"]: trial["status"] for trial in trials}
 
 
-def _our_processes(marker: str) -> list[int]:
-    """PIDs whose environment carries ``marker`` (the subprocess's private RAY_TMPDIR)."""
-    pids = []
-    for environ in glob.glob("/proc/[0-9]*/environ"):
-        try:
-            if marker.encode() in Path(environ).read_bytes().split(b"\0"):
-                pids.append(int(environ.split("/")[2]))
-        except OSError:
-            continue
-    return pids
-
-
-def _wait_gone(marker: str, timeout: float) -> list[int]:
-    deadline = time.time() + timeout
-    while (left := _our_processes(marker)) and time.time() < deadline:
-        time.sleep(1)
-    return left
-
-
 def test_killed_sweep_continues_without_rerunning_finished_trials(shards, tmp_path):
-    ray_tmp = tempfile.mkdtemp(prefix="lvt", dir="/tmp")  # short: Ray's socket paths are limited
-    marker = f"RAY_TMPDIR={ray_tmp}"
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["RAY_TMPDIR"] = ray_tmp
     cmd = [
         sys.executable, str(REPO / "jobs" / "tune.py"), "--data", shards, "--arch", "unet",
         "--samples", "2", "--epochs", "2", "--workers", "1", "--max-concurrent", "1",
@@ -157,10 +132,9 @@ def test_killed_sweep_continues_without_rerunning_finished_trials(shards, tmp_pa
         "--name", "resume", "--no-register", "--num-cpus", "2",
     ]  # fmt: skip
     sweep_dir = tmp_path / "resume"
-    log = open(tmp_path / "first.log", "w")
-    first = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                             start_new_session=True)  # fmt: skip
-    try:
+    with private_ray() as (env, marker), open(tmp_path / "first.log", "w") as log:
+        first = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True)  # fmt: skip
         deadline = time.time() + 240
         while "TERMINATED" not in _trial_states(sweep_dir).values():
             assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
@@ -169,7 +143,7 @@ def test_killed_sweep_continues_without_rerunning_finished_trials(shards, tmp_pa
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(30)
         before = _trial_states(sweep_dir)
-        assert _wait_gone(marker, 60) == [], "Ray processes of the killed sweep outlived it"
+        assert wait_gone(marker, 60) == [], "Ray processes of the killed sweep outlived it"
 
         second = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
                                 timeout=300)  # fmt: skip
@@ -184,15 +158,7 @@ def test_killed_sweep_continues_without_rerunning_finished_trials(shards, tmp_pa
                 assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
         with open(sweep_dir / "sweep.csv") as handle:
             assert {r["trial_id"] for r in csv.DictReader(handle)} == set(after)
-        assert _wait_gone(marker, 30) == []
-    finally:
-        for pid in _our_processes(marker):  # only what this test started
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        log.close()
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+        assert wait_gone(marker, 30) == []
 
 
 def test_trial_that_cannot_be_scheduled_is_a_clear_error(shards, tmp_path):

@@ -234,3 +234,14 @@ def test_conditional_writes_on_local_files(tmp_path):
     assert not conditional.write_bytes_if(uri, b"three", token)  # token is stale now
     assert storage.read_bytes(uri) == b"two"
     assert not [p for p in (tmp_path / "sub").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_temporaries_of_a_killed_writer_are_swept(tmp_path):
+    target = tmp_path / "masks" / "a.nii.gz"
+    storage.write_bytes(str(target), b"whole")
+    stale = storage.write_temp(target, b"half")  # what a kill between write and rename leaves
+    (tmp_path / "masks" / ".notes.tmp").write_text("not ours")  # not write_temp's name
+    assert storage.remove_temps(str(tmp_path)) == 1
+    assert not stale.exists() and target.read_bytes() == b"whole"
+    assert (tmp_path / "masks" / ".notes.tmp").exists()
+    assert storage.remove_temps("s3://bucket/prefix") == 0
