@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from livseg.errors import UsageError
 from livseg.inference import ReviewLimits
+from livseg.io import storage
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -75,6 +76,9 @@ class ServeSettings:
             raise UsageError(f"review thresholds: {exc}") from None
         if isinstance(self.roots, str):  # a single root given as a string
             object.__setattr__(self, "roots", (self.roots,) if self.roots else ())
+        # Replicas run in other working directories (other nodes): relative paths resolve here.
+        object.__setattr__(self, "model", storage.absolute(self.model))
+        object.__setattr__(self, "roots", tuple(storage.absolute(r) for r in self.roots))
 
     @property
     def review_limits(self) -> ReviewLimits:

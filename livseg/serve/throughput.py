@@ -4,8 +4,9 @@ same studies through the Serve app. Same model, studies, batch size, warm-up and
 
 - ``model``: forward passes of device-resident random slabs (the ceiling; no pre/post work);
 - ``direct``: one process reads each study, segments it (preprocessing on the model's device,
-  post-processing, statistics) and writes the mask; two threads overlap one study's reading,
-  statistics and writing with the other's model passes (the best plain loop);
+  post-processing, statistics) and writes the mask: one study after another, or 4 threads (as
+  many studies in flight as through Serve) overlapping one study's reading, statistics and
+  writing with another's model passes; the faster of the two is the baseline;
 - ``serve``: ``POST /v1/segment-uri`` for the same studies, ``concurrency`` in flight, so the
   replica decodes one study while the model runs another.
 
@@ -58,12 +59,13 @@ def direct_rate(
     repeats: int,
     overlap: bool = True,
     thumbnails: bool = False,
+    in_flight: int = 4,
 ) -> dict:
     """Studies/s and slices/s of read → segment → statistics → write in one process. With
-    ``overlap`` two threads each take a study through the whole path, sharing the model under
-    a lock (as a replica does): one study's reading, statistics and writing run while the other's
-    model passes run (the decoders, zlib and torch release the GIL). ``thumbnails`` also writes
-    each study's review thumbnail (as the archive job does)."""
+    ``overlap`` ``in_flight`` threads each take a study through the whole path, sharing the
+    model under a lock (as a replica does): one study's reading, statistics and writing run
+    while another's model passes run (the decoders, zlib and torch release the GIL).
+    ``thumbnails`` also writes each study's review thumbnail (as the archive job does)."""
     model_lock = threading.Lock()
 
     def one(i: int) -> int:
@@ -78,7 +80,7 @@ def direct_rate(
     def run() -> int:
         if not overlap:
             return sum(map(one, range(len(studies))))
-        with ThreadPoolExecutor(2) as pool:
+        with ThreadPoolExecutor(in_flight) as pool:
             return sum(pool.map(one, range(len(studies))))
 
     run()  # warm-up
