@@ -3,12 +3,15 @@
     python jobs/train.py --data SHARDS --arch unet-resnet34 [--arch vnet | --arch all]
         [--workers 2] [--gpu] [--epochs 20] [--loss-weights dice=0.8,focal=0.2]
         [--encoder-weights none|imagenet|PATH] [--storage URI] [--name NAME]
-        [--register [--registry ROOT] [--model-name livseg]]
+        [--lesion-rule] [--register [--registry ROOT] [--model-name livseg]]
 
 Writes checkpoints, history.csv and curves.png under STORAGE/NAME/ARCH/ and, for several
 architectures, STORAGE/NAME/comparison.csv. Rerunning the same --name resumes. --register
 adds each architecture's best checkpoint to the model registry (jobs/registry.py), which
-promotes it only if it beats the current model.
+promotes it only if it beats the current model. --lesion-rule chooses each multi-class 2-D
+model's lesion post-processing (minimum tumour volume, hole filling) on the validation cases'
+original grids and records it in the best checkpoint (before --register), so the Segmenter,
+the evaluation and the Serve app apply it.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="where runs go (default livseg-work/runs)")
     p.add_argument("--name", help="run name; the same name resumes (default 'default')")
     cli.set_flag(p, "TrainConfig")
+    p.add_argument("--lesion-rule", action="store_true",
+                   help="choose lesion post-processing on the validation split")  # fmt: skip
     p.add_argument("--register", action="store_true", help="register the best checkpoints")
     p.add_argument("--registry", default="livseg-work/models", help="registry folder or s3://")
     p.add_argument("--model-name", default="livseg", help="registry model name")
@@ -57,6 +62,25 @@ def archs(args: argparse.Namespace) -> list[str]:
     return list(STUDY_ARCHS) if "all" in chosen else chosen
 
 
+def choose_lesion_rules(rows: list[dict], data: str) -> None:
+    """Choose and record each multi-class 2-D model's lesion rule on the validation split."""
+    from livseg.evaluate import choose_lesion_rule, record_lesion_rule
+    from livseg.train import is_volumetric, read_meta
+
+    for row in rows:
+        meta = read_meta(row["checkpoint"])
+        if is_volumetric(row["arch"]) or len(meta["label_map"]) != 3:
+            continue  # a 3-D or binary model: no tumour components to clean
+        choice = choose_lesion_rule(row["checkpoint"], data, "val")
+        record_lesion_rule(row["checkpoint"], choice)
+        best = next(r for r in choice["table"] if r["min_volume_mm3"] == choice["rule"][
+            "min_volume_mm3"] and r["fill_holes"] == choice["rule"]["fill_holes"])  # fmt: skip
+        print(f"{row['arch']}: lesion rule {choice['rule']} on {choice['cases']} validation "
+              f"cases (tumour Dice {best['tumour_dice']:.3f}, lesion F1 "
+              f"{best['lesion_f1']:.3f}; unchanged {choice['table'][0]['objective']:.3f} → "
+              f"{best['objective']:.3f})")  # fmt: skip
+
+
 def main(args: argparse.Namespace) -> int:
     from livseg.train import fit_all, format_comparison
 
@@ -66,6 +90,8 @@ def main(args: argparse.Namespace) -> int:
     for row in rows:
         print(f"{row['arch']}: best checkpoint {row['checkpoint']}")
     print(f"runs: {cfg.storage}/{cfg.name}/ (history.csv, curves.png, comparison.csv)")
+    if args.lesion_rule:
+        choose_lesion_rules(rows, cfg.data)
     if args.register:
         from livseg.registry import register
 

@@ -3,6 +3,7 @@ case as Ray tasks (``runner``), Monte-Carlo intervals, summaries and ``report.ht
 
 from livseg.evaluate.auc import roc_auc_ap
 from livseg.evaluate.cases import ModelResult, score_mask_pair, score_model_case
+from livseg.evaluate.lesion_choice import LESION_RULES, choose_lesion_rule, record_lesion_rule
 from livseg.evaluate.lits import (
     DETECTION_IOU, binary_scores, confusion_counts, detect_lesions, global_dice, overlap_scores,
     score_case, summarise, volume_ml,
@@ -15,9 +16,10 @@ from livseg.evaluate.summary import (
 from livseg.evaluate.surface import surface_distances, surface_scores
 
 __all__ = [
-    "DETECTION_IOU", "ModelResult", "binary_scores", "case_dice_table", "comparison_rows",
-    "confusion_counts", "detect_lesions", "evaluation_cases", "format_model_comparison",
-    "global_dice", "interval", "match_masks", "monte_carlo", "overlap_scores", "roc_auc_ap",
-    "score_case", "score_mask_folders", "score_mask_pair", "score_model_case", "score_models",
-    "summarise", "surface_distances", "surface_scores", "volume_ml", "write_evaluation",
+    "DETECTION_IOU", "LESION_RULES", "ModelResult", "binary_scores", "case_dice_table",
+    "choose_lesion_rule", "comparison_rows", "confusion_counts", "detect_lesions",
+    "evaluation_cases", "format_model_comparison", "global_dice", "interval", "match_masks",
+    "monte_carlo", "overlap_scores", "record_lesion_rule", "roc_auc_ap", "score_case",
+    "score_mask_folders", "score_mask_pair", "score_model_case", "score_models", "summarise",
+    "surface_distances", "surface_scores", "volume_ml", "write_evaluation",
 ]  # fmt: skip

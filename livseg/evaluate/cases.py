@@ -109,7 +109,7 @@ def score_mask_pair(
 
 
 @functools.lru_cache(maxsize=2)
-def _segmenter(checkpoint: str):
+def cached_segmenter(checkpoint: str):
     # Ray reuses worker processes: the model loads once per worker, not once per case.
     from livseg.inference import Segmenter  # torch only where models run
 
@@ -124,8 +124,8 @@ def score_model_case(checkpoint: str, case: dict[str, Any]) -> dict[str, Any]:
         if not case["mask_uri"]:
             raise VolumeError(f"{case['image_uri']}: no segmentation-{case['case_id']} mask")
         volume, ref = read_case(case["image_uri"], case["mask_uri"])
-        segmenter = _segmenter(checkpoint)
-        result = segmenter.segment(volume.array, keep_probs=True)
+        segmenter = cached_segmenter(checkpoint)
+        result = segmenter.segment(volume.array, spacing=volume.spacing, keep_probs=True)
         pred, probs = result.labels, result.probs
         # A binary model (the study's liver+tumour vs background) is scored on the liver only.
         structures = ("liver",) if segmenter.binary else STRUCTURES

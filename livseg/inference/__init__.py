@@ -1,6 +1,7 @@
 """Inference: a checkpoint segments whole CT volumes on their own grid (``Segmenter``); per-study
 statistics and the review flag (``analyse_study``)."""
 
+from livseg.inference.lesions import LesionRule, clean_lesions
 from livseg.inference.postprocess import MIN_COMPONENT_FRACTION, keep_liver_components
 from livseg.inference.qa import ReviewLimits, cut_faces, pass_agreement, review
 from livseg.inference.segmenter import Segmentation, Segmenter
@@ -9,7 +10,8 @@ from livseg.inference.study import StudyResult, analyse_study, shifted_agreement
 from livseg.inference.thumbnail import key_slice, thumbnail, thumbnail_png
 
 __all__ = [
-    "MIN_COMPONENT_FRACTION", "ReviewLimits", "Segmentation", "Segmenter", "StudyResult",
-    "analyse_study", "cut_faces", "keep_liver_components", "key_slice", "pass_agreement",
-    "review", "shifted_agreement", "study_statistics", "thumbnail", "thumbnail_png",
+    "MIN_COMPONENT_FRACTION", "LesionRule", "ReviewLimits", "Segmentation", "Segmenter",
+    "StudyResult", "analyse_study", "clean_lesions", "cut_faces", "keep_liver_components",
+    "key_slice", "pass_agreement", "review", "shifted_agreement", "study_statistics",
+    "thumbnail", "thumbnail_png",
 ]  # fmt: skip

@@ -14,7 +14,8 @@ shards were made with (``livseg.data.slice_ops``), here on the model's device:
 
 Post-processing (on by default, as in most LiTS pipelines): keep liver components of at least
 10 % of the largest one (drops spleen/heart false positives without deleting a liver that the
-prediction split in two) and remove tumour outside the kept liver.
+prediction split in two) and remove tumour outside the kept liver; given the voxel spacing, the
+checkpoint's lesion rule (``livseg.inference.lesions``) follows.
 Labels out are LiTS labels: 0 background, 1 liver, 2 tumour (a binary model gives 0/1).
 """
 
@@ -36,6 +37,7 @@ from livseg.data import (
     volume_grid,
     zscore,
 )
+from livseg.inference.lesions import LesionRule, clean_lesions
 from livseg.inference.postprocess import keep_liver_components
 from livseg.train import is_volumetric, load_checkpoint, memory_format
 
@@ -69,6 +71,8 @@ class Segmenter:
         # bf16 on GPUs (as in training); CPU inference stays fp32 for exact scores.
         self.bf16 = self.device.type == "cuda"
         self.binary = len(meta["label_map"]) == 2
+        # Chosen on the validation split after training (``livseg.evaluate``); none: no change.
+        self.lesion_rule = LesionRule(**meta.get("lesions", {}))
 
     @classmethod
     def from_checkpoint(cls, uri: str, device: str = "cpu", batch_size: int = 16) -> Segmenter:
@@ -147,14 +151,24 @@ class Segmenter:
         return labels, probs.astype(np.float16) if keep_probs else None, certainty
 
     def segment(
-        self, hu: np.ndarray, *, keep_probs: bool = False, postprocess: bool = True
+        self,
+        hu: np.ndarray,
+        *,
+        spacing: tuple[float, float, float] | None = None,
+        keep_probs: bool = False,
+        postprocess: bool = True,
+        lesion_rule: LesionRule | None = None,
     ) -> Segmentation:
         """Labels (X, Y, Z) uint8 (LiTS 0/1/2) of a canonical HU volume and, when asked, the
-        softmax probabilities (classes, X, Y, Z) float16 (before post-processing)."""
+        softmax probabilities (classes, X, Y, Z) float16 (before post-processing). With the
+        voxel ``spacing`` (mm) post-processing also applies the checkpoint's lesion rule (or
+        ``lesion_rule``)."""
         if hu.ndim != 3 or min(hu.shape) < 1:
             raise ValueError(f"volume of shape {hu.shape}: expected a 3-D (X, Y, Z) array")
         predict = self._predict_3d if self.volumetric else self._predict_2d
         labels, probs, certainty = predict(hu, keep_probs)  # binary: 1 = liver incl. tumour
         if postprocess:
             labels = keep_liver_components(labels)
+            if spacing is not None:
+                labels = clean_lesions(labels, spacing, lesion_rule or self.lesion_rule)
         return Segmentation(labels, probs, certainty)

@@ -40,7 +40,7 @@ def analyse_study(
     each model pass only (a server shares one model between requests)."""
     start = time.perf_counter()
     with lock or nullcontext():
-        segmentation = segmenter.segment(volume.array)
+        segmentation = segmenter.segment(volume.array, spacing=volume.spacing)
     labels = segmentation.labels
     agreement = None
     if qa:

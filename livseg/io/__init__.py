@@ -10,7 +10,8 @@ from livseg.io.conditional import read_with_token, write_bytes_if
 from livseg.io.dicom import read_dicom_files, read_dicom_series
 from livseg.io.dicom_seg import dicom_seg_bytes, write_dicom_seg
 from livseg.io.nifti import (
-    NIFTI_SUFFIXES, decode_nifti, nifti_bytes, nifti_volume, read_nifti, write_mask,
+    NIFTI_SUFFIXES, decode_nifti, mask_nifti_bytes, nifti_bytes, nifti_volume, read_nifti,
+    write_mask,
 )
 from livseg.io.reader import align_labels, read_case, read_volume
 from livseg.io.volume import (
@@ -20,8 +21,8 @@ from livseg.io.volume import (
 __all__ = [
     "INDEX_COLUMNS", "NIFTI_SUFFIXES", "SPLITS", "VOLUME_RE", "Case", "Volume", "VolumeError",
     "VolumeTooLarge", "align_labels", "assign_splits", "decode_nifti", "describe_grid",
-    "dicom_seg_bytes", "discover_cases", "nifti_bytes", "nifti_volume", "patient_key",
-    "read_case", "read_dicom_files", "read_dicom_series", "read_nifti", "read_patients",
-    "read_volume", "read_with_token", "same_grid", "storage", "to_canonical", "to_source_grid",
-    "write_bytes_if", "write_dicom_seg", "write_mask",
+    "dicom_seg_bytes", "discover_cases", "mask_nifti_bytes", "nifti_bytes", "nifti_volume",
+    "patient_key", "read_case", "read_dicom_files", "read_dicom_series", "read_nifti",
+    "read_patients", "read_volume", "read_with_token", "same_grid", "storage", "to_canonical",
+    "to_source_grid", "write_bytes_if", "write_dicom_seg", "write_mask",
 ]  # fmt: skip

@@ -96,7 +96,13 @@ def image_array(
     array = _as_labels(raw, name) if labels else raw.astype(np.float32, copy=False)
     header = img.header
     oriented = bool(header["qform_code"] > 0 or header["sform_code"] > 0)
-    return array, affine, {"dtype": str(img.get_data_dtype()), "oriented": oriented}
+    facts = {"dtype": str(img.get_data_dtype()), "oriented": oriented}
+    both = header["qform_code"] > 0 and header["sform_code"] > 0
+    if isinstance(header, nib.Nifti1Header) and both:
+        (qform, qcode), (sform, scode) = header.get_qform(coded=True), header.get_sform(coded=True)
+        if not np.allclose(qform, sform, atol=1e-4):  # kept, so that a mask keeps both
+            facts["forms"] = ((qform.tolist(), int(qcode)), (sform.tolist(), int(scode)))
+    return array, affine, facts
 
 
 def read_nifti_source(
@@ -142,18 +148,29 @@ def _as_labels(raw: np.ndarray, name: str) -> np.ndarray:
     return values.astype(np.uint8, copy=False)
 
 
-def nifti_bytes(array: np.ndarray, affine: np.ndarray, *, compress: bool = True) -> bytes:
-    """Encode an array as NIfTI-1 bytes with qform/sform set to scanner coordinates. Gzip's
+def nifti_bytes(
+    array: np.ndarray, affine: np.ndarray, *, compress: bool = True, forms: tuple | None = None
+) -> bytes:
+    """Encode an array as NIfTI-1 bytes with qform/sform set to scanner coordinates, or to
+    ``forms`` ((qform, code), (sform, code)) copied from a source whose two forms differ. Gzip's
     header carries no time stamp, so equal masks give equal bytes (checksums compare runs)."""
     img = nib.Nifti1Image(array, affine)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
+    (qform, qcode), (sform, scode) = forms or ((affine, 1), (affine, 1))
+    img.set_qform(np.asarray(qform), code=qcode)
+    img.set_sform(np.asarray(sform), code=scode)
     data = img.to_bytes()
     return gzip.compress(data, compresslevel=6, mtime=0) if compress else data
 
 
 def write_mask(mask: np.ndarray, like: Volume, uri: str) -> None:
     """Write a canonical (X, Y, Z) uint8 mask as NIfTI on ``like``'s exact source grid."""
+    storage.write_bytes(uri, mask_nifti_bytes(mask, like, compress=str(uri).endswith(".gz")))
+
+
+def mask_nifti_bytes(mask: np.ndarray, like: Volume, *, compress: bool = True) -> bytes:
+    """A canonical (X, Y, Z) mask as NIfTI bytes on ``like``'s exact source grid: same shape,
+    voxel order and affine; a source whose qform and sform differ keeps both, with their codes
+    (a viewer that prefers either one places the mask where it places the CT)."""
     source = to_source_grid(mask.astype(np.uint8), like)
-    data = nifti_bytes(source, like.source_affine, compress=str(uri).endswith(".gz"))
-    storage.write_bytes(uri, data)
+    return nifti_bytes(source, like.source_affine, compress=compress,
+                       forms=like.meta.get("forms"))  # fmt: skip

@@ -24,6 +24,7 @@ reached 9 % of the GPU).
 
 # No ``from __future__ import annotations`` here: FastAPI reads the route signatures' types
 # (``Request``, ``SegmentUri``) at run time, and Serve's ingress wrapper loses string annotations.
+import asyncio
 import json
 
 from fastapi import FastAPI, HTTPException, Request
@@ -82,10 +83,15 @@ async def _read_body(request: Request, limit: int) -> bytes:
 class Api:
     """HTTP front: checks the token and the body size, forwards studies to ``ModelServer``."""
 
-    def __init__(self, model: DeploymentHandle, digest: str | None, max_body_bytes: int):
+    def __init__(
+        self, model: DeploymentHandle, digest: str | None, max_body_bytes: int, bodies: int
+    ):
         self.model = model
         self.digest = digest
         self.max_body_bytes = max_body_bytes
+        # Bodies held at once (read, then on their way to a replica): memory stays below
+        # bodies × max_body_bytes however many clients post; the others wait their turn.
+        self.bodies = asyncio.Semaphore(bodies)
 
     def _check(self, request: Request) -> None:
         if not authorised(request.headers.get("authorization"), self.digest):
@@ -116,8 +122,9 @@ class Api:
     @api.post("/v1/segment")
     async def segment(self, request: Request) -> Response:
         self._check(request)
-        body = await _read_body(request, self.max_body_bytes)
-        result = await self._call("segment_body", body)
+        async with self.bodies:
+            body = await _read_body(request, self.max_body_bytes)
+            result = await self._call("segment_body", body)
         if result["status"] != 200:
             return JSONResponse({"detail": result["detail"]}, status_code=result["status"])
         headers = {REPORT_HEADER: header_report(result["report"])}
@@ -167,7 +174,8 @@ def build_app(
         **scaling,
     )  # fmt: skip
     bound = model.bind(to_dict(settings))
-    return Api.bind(bound, token_digest(token) if token else None, settings.max_body_bytes)
+    digest = token_digest(token) if token else None
+    return Api.bind(bound, digest, settings.max_body_bytes, settings.bodies_in_flight)
 
 
 def app_builder(args: dict) -> serve.Application:

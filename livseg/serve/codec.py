@@ -8,9 +8,8 @@ from livseg.io import (
     VolumeError,
     VolumeTooLarge,
     decode_nifti,
-    nifti_bytes,
+    mask_nifti_bytes,
     nifti_volume,
-    to_source_grid,
 )
 
 BODY = "request body"
@@ -44,4 +43,4 @@ def volume_from_body(data: bytes, max_bytes: int, max_voxels: int) -> Volume:
 
 def mask_body(labels, like: Volume) -> bytes:
     """A canonical (X, Y, Z) uint8 mask as ``.nii.gz`` bytes on ``like``'s exact source grid."""
-    return nifti_bytes(to_source_grid(labels, like), like.source_affine, compress=True)
+    return mask_nifti_bytes(labels, like, compress=True)

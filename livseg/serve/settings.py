@@ -31,6 +31,7 @@ class ServeSettings:
     # URI prefixes /v1/segment-uri may read and write (folders or s3://bucket/prefix).
     roots: tuple[str, ...] = ()
     max_body_mb: float = 512.0  # request bodies above this → 413
+    bodies_in_flight: int = 8  # /v1/segment bodies the ingress holds at once; others wait
     # Decoded volumes above this → 413 (≈ 10 bytes per voxel per study in flight: HU float32,
     # the QA pass's shifted copy, labels).
     max_voxels: int = 512 * 512 * 1200
@@ -62,7 +63,7 @@ class ServeSettings:
             raise UsageError(
                 f"replicas {self.min_replicas}..{self.max_replicas}: need 1 ≤ min ≤ max"
             )
-        for key in ("batch_size", "max_ongoing_requests"):
+        for key in ("batch_size", "max_ongoing_requests", "bodies_in_flight"):
             if getattr(self, key) < 1:
                 raise UsageError(f"{key}={getattr(self, key)}: must be ≥ 1")
         if self.reload_interval_s <= 0 or self.cpus_per_replica < 0 or self.gpus_per_replica < 0:

@@ -40,6 +40,9 @@ class TrainConfig:
     steps_per_epoch: int = 0  # 0: the whole shard each epoch
     time_limit_min: float = 0.0  # stop after the epoch that crosses it; 0: no limit
     shuffle_buffer: int = 256  # rows in each worker's local shuffle buffer
+    # Share of each epoch's training slices that hold tumour, by repeating tumour slices
+    # (livseg.train.sampling; nnU-Net uses 0.33); 0: the slices as they are.
+    tumour_share: float = 0.0
     precision: str = (
         "auto"  # training autocast: auto (bf16 on GPUs and bf16-capable CPUs), bf16, fp32
     )
@@ -51,6 +54,8 @@ class TrainConfig:
             raise UsageError(f"lr={self.lr}: must be positive")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise UsageError(f"precision={self.precision!r}: use auto, bf16 or fp32")
+        if not 0.0 <= self.tumour_share < 1.0:
+            raise UsageError(f"tumour_share={self.tumour_share}: must be within [0, 1)")
         if self.cpus_per_worker <= 0:
             raise UsageError(f"cpus_per_worker={self.cpus_per_worker}: must be positive")
         # Checked here, on the driver: on a worker the same mistake would be retried as a fault.

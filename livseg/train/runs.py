@@ -21,6 +21,7 @@ from livseg.train.config import TrainConfig
 from livseg.train.history import write_history
 from livseg.train.loop import NonFiniteLossError, count_parameters, train_loop
 from livseg.train.models import build_model, is_volumetric
+from livseg.train.sampling import oversample_tumour
 
 if TYPE_CHECKING:
     from ray.train.torch import TorchTrainer
@@ -33,14 +34,18 @@ COMPARISON_COLUMNS = (
 
 def _datasets(cfg: TrainConfig) -> dict[str, Any]:
     kind = "volumes" if is_volumetric(cfg.arch) else "slices"
+    oversample = kind == "slices" and cfg.tumour_share > 0
     train = (
         read_split(cfg.data, "train", kind)
-        .select_columns(["image", "mask"])
+        .select_columns(["image", "mask", "has_tumour"] if oversample else ["image", "mask"])
         # Small blocks, shuffled each epoch, plus each worker's local buffer mix cases well.
         .repartition(target_num_rows_per_block=32)
         .materialize()  # fixed-shape tensors held once: every epoch reads memory, not Parquet
-        .randomize_block_order()
     )
+    if oversample:
+        train, _ = oversample_tumour(train, cfg.tumour_share)
+        train = train.select_columns(["image", "mask"])
+    train = train.randomize_block_order()
     val = read_split(cfg.data, "val", kind).select_columns(["image", "mask", "case_id"])
     return {"train": train, "val": val.materialize()}
 

@@ -22,11 +22,17 @@ ROOT = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def run_job(name: str, argv: list[str]) -> int:
-    """Run ``jobs/<name>.py`` in this process (the session's Ray instance is reused)."""
+def load_job(name: str):
+    """``jobs/<name>.py`` as a module (the jobs folder is not a package)."""
     spec = importlib.util.spec_from_file_location(f"job_{name}", ROOT / "jobs" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def run_job(name: str, argv: list[str]) -> int:
+    """Run ``jobs/<name>.py`` in this process (the session's Ray instance is reused)."""
+    module = load_job(name)
     return cli.run(module.main, module.parser(), argv)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from job_helpers import ROOT, check_report, run_job
+from job_helpers import ROOT, check_report, load_job, run_job
 
 from livseg.evaluate import monte_carlo
 from livseg.io import nifti_bytes, read_nifti
@@ -166,3 +166,28 @@ def test_a_binary_model_is_evaluated_on_the_liver(ray_session, tmp_path):
     with open(out / "per_case.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert all(r["status"] == "ok" and r["tumour_dice"] in ("", "nan") for r in rows), rows
+
+
+def test_the_lesion_rule_is_chosen_on_validation_and_applied(trained_unet, shards, tmp_path):
+    """Every candidate rule is scored on the validation cases (original grids); the winner is
+    at least as good as changing nothing, lands in the checkpoint and the Segmenter uses it."""
+    import shutil
+
+    from livseg.evaluate import LESION_RULES, choose_lesion_rule, record_lesion_rule
+    from livseg.inference import LesionRule, Segmenter
+
+    choice = choose_lesion_rule(trained_unet, shards, "val")
+    assert choice["cases"] >= 1 and len(choice["table"]) == len(LESION_RULES)
+    objectives = [row["objective"] for row in choice["table"]]
+    assert LesionRule(**choice["rule"]) in LESION_RULES
+    assert max(objectives) == objectives[LESION_RULES.index(LesionRule(**choice["rule"]))]
+    assert max(objectives) >= objectives[0]  # the first rule changes nothing
+    copy = tmp_path / "checkpoint"
+    shutil.copytree(trained_unet, copy)
+    record_lesion_rule(str(copy), {**choice, "rule": {"min_volume_mm3": 65.0, "fill_holes": True}})
+    assert Segmenter.from_checkpoint(str(copy)).lesion_rule == LesionRule(65.0, True)
+    assert Segmenter.from_checkpoint(trained_unet).lesion_rule == LesionRule()  # untouched
+    # jobs/train.py --lesion-rule: the same choice, recorded in the run's best checkpoint
+    train_job = load_job("train")
+    train_job.choose_lesion_rules([{"arch": "unet", "checkpoint": str(copy)}], shards)
+    assert Segmenter.from_checkpoint(str(copy)).lesion_rule == LesionRule(**choice["rule"])

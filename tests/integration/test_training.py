@@ -144,3 +144,17 @@ def test_storage_that_cannot_be_written(shards, tmp_path):
 def test_incompatible_or_missing_shards(tmp_path):
     with pytest.raises(ValueError, match="no preprocess.json"):
         fit(TrainConfig(data=str(tmp_path), storage=str(tmp_path / "runs")))
+
+
+def test_tumour_slices_are_repeated_to_the_share(ray_session, shards):
+    from livseg.data import read_split
+    from livseg.train.sampling import oversample_tumour
+
+    train = read_split(shards, "train").select_columns(["mask", "has_tumour"]).materialize()
+    total, tumour = train.count(), int(train.sum("has_tumour"))
+    assert 0 < tumour < total * 0.33, (tumour, total)  # few tumour slices: oversampling acts
+    sampled, repeats = oversample_tumour(train, 0.33)
+    assert repeats > 1 and sampled.count() == total + (repeats - 1) * tumour
+    rows = sampled.take_all()
+    assert sum(r["has_tumour"] for r in rows) / len(rows) >= 0.33
+    assert all(((r["mask"] == 2).any()) == r["has_tumour"] for r in rows)

@@ -78,3 +78,17 @@ def test_validation_score_is_the_mean_of_liver_and_tumour_dice():
     assert (
         validation_score({"val_liver_dice": float("nan"), "val_tumour_dice": float("nan")}) == -1.0
     )
+
+
+def test_tumour_repeats_reach_the_share():
+    from livseg.train.sampling import tumour_repeats
+
+    for total, tumour, share in ((1000, 30, 0.33), (500, 1, 0.2), (100, 40, 0.5), (64, 7, 0.1)):
+        r = tumour_repeats(total, tumour, share)
+        assert tumour * r / (total - tumour + tumour * r) >= share  # reached …
+        if r > 1:  # … with the fewest repeats
+            assert tumour * (r - 1) / (total - tumour + tumour * (r - 1)) < share
+    assert tumour_repeats(100, 50, 0.33) == 1  # already above the share
+    assert tumour_repeats(100, 0, 0.33) == 1 and tumour_repeats(100, 10, 0.0) == 1
+    with pytest.raises(ValueError, match="tumour_share"):
+        tumour_repeats(100, 10, 1.0)

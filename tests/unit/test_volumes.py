@@ -195,3 +195,22 @@ def test_training_and_scoring_paths_agree_on_mask_headers(tmp_path):
         row = score_mask_pair(1, str(tmp_path / pred), str(tmp_path / "segmentation-1.nii"))
         assert row["row"]["status"] == "ok", row["row"]
         assert row["row"]["liver_dice"] == 1.0 and row["row"]["tumour_dice"] == 1.0
+
+
+def test_a_mask_keeps_differing_qform_and_sform(tmp_path):
+    """Viewers differ in which form they prefer: the mask must sit where the CT sits in both."""
+    sform = np.diag([0.8, 0.8, 2.5, 1.0])
+    sform[:3, 3] = (-100.0, -120.0, 40.0)
+    qform = sform.copy()
+    qform[:3, 3] += (10.0, 0.0, -5.0)
+    img = nib.Nifti1Image(np.zeros((16, 12, 8), np.int16), sform)
+    img.set_qform(qform, code=1)
+    img.set_sform(sform, code=2)
+    nib.save(img, tmp_path / "ct.nii.gz")
+    volume = read_nifti(str(tmp_path / "ct.nii.gz"))
+    write_mask(np.zeros(volume.array.shape, np.uint8), volume, str(tmp_path / "mask.nii.gz"))
+    mask = nib.load(tmp_path / "mask.nii.gz")
+    (q, qcode), (s, scode) = mask.header.get_qform(coded=True), mask.header.get_sform(coded=True)
+    assert np.allclose(q, qform, atol=1e-4) and qcode == 1
+    assert np.allclose(s, sform, atol=1e-4) and scode == 2
+    assert mask.shape == img.shape

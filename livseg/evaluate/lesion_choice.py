@@ -1,0 +1,80 @@
+"""Choosing the lesion rule on the validation split (``livseg.inference.lesions``).
+
+Each validation case is segmented once on its original grid (Ray tasks); every candidate rule is
+applied to that prediction and scored: tumour Dice per case (cases with reference tumour) and
+lesion detection (LiTS rule) summed over the split. The objective is the mean of the two — Dice
+alone rewards dropping every small lesion, detection alone ignores their extent. Ties keep the
+rule that changes least. The winner is recorded in the checkpoint's ``meta.json`` so the
+Segmenter applies it; a registered version is never changed (choose before registering).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+from livseg.data import TUMOUR
+from livseg.evaluate.cases import cached_segmenter
+from livseg.evaluate.lits import detect_lesions, detection_scores
+from livseg.evaluate.runner import evaluation_cases, run_tasks
+from livseg.inference import LesionRule, clean_lesions
+from livseg.io import read_case, storage
+
+# 0, then spheres of ≈ 3.5, 5, 7 and 10 mm diameter; each with and without hole filling.
+LESION_RULES = tuple(
+    LesionRule(volume, fill) for volume in (0.0, 20.0, 65.0, 200.0, 500.0) for fill in (False, True)
+)
+
+
+def candidate_scores(checkpoint: str, case: dict[str, Any], rules: tuple) -> dict[str, Any]:
+    """Per rule: tumour Dice (None without reference tumour) and lesion tp/fp/fn of one case."""
+    volume, ref = read_case(case["image_uri"], case["mask_uri"])
+    labels = cached_segmenter(checkpoint).segment(volume.array).labels  # no lesion rule yet
+    truth = ref == TUMOUR
+    rows = []
+    for rule in rules:
+        pred = clean_lesions(labels, volume.spacing, rule) == TUMOUR
+        inter, n_pred, n_ref = int((pred & truth).sum()), int(pred.sum()), int(truth.sum())
+        detected = detect_lesions(pred, truth)
+        rows.append({"dice": 2 * inter / (n_pred + n_ref) if n_ref else None,
+                     **{k: detected[k] for k in ("tp", "fp", "fn")}})  # fmt: skip
+    return {"row": {"case_id": case["case_id"], "rules": rows}, "figure": None}
+
+
+def choose_lesion_rule(
+    checkpoint: str, data: str, split: str = "val", rules: tuple = LESION_RULES
+) -> dict[str, Any]:
+    """The best of ``rules`` on ``data``'s ``split`` and the table behind the choice."""
+    cases = evaluation_cases(data, split)
+    items = [{"case_id": c.case_id, "image_uri": c.image_uri, "mask_uri": c.mask_uri}
+             for c in cases if c.mask_uri]  # fmt: skip
+    results = run_tasks(candidate_scores, [(checkpoint, i, rules) for i in items],
+                        [(i["case_id"], i["image_uri"]) for i in items])  # fmt: skip
+    scored = [r["row"] for r in results if "rules" in r["row"]]
+    if not scored:
+        raise ValueError(f"{data}: no {split} case could be segmented to choose a lesion rule")
+    table = []
+    for n, rule in enumerate(rules):
+        dice = [c["rules"][n]["dice"] for c in scored if c["rules"][n]["dice"] is not None]
+        counts = {k: sum(c["rules"][n][k] for c in scored) for k in ("tp", "fp", "fn")}
+        f1 = detection_scores(**counts)["f1"]
+        mean_dice = float(np.mean(dice)) if dice else math.nan
+        known = [v for v in (mean_dice, f1) if not math.isnan(v)]
+        objective = sum(known) / len(known) if known else -1.0  # -1: nothing to judge by
+        table.append({**asdict(rule), "tumour_dice": mean_dice, "lesion_f1": f1,
+                      "objective": objective, **counts})  # fmt: skip
+    best = max(range(len(rules)), key=lambda n: (table[n]["objective"], -n))
+    return {"rule": asdict(rules[best]), "split": split, "cases": len(scored), "table": table}
+
+
+def record_lesion_rule(checkpoint: str, choice: dict[str, Any]) -> None:
+    """Write the chosen rule (and how it was chosen) into the checkpoint's ``meta.json``."""
+    uri = storage.join(checkpoint, "meta.json")
+    meta = json.loads(storage.read_text(uri))
+    meta["lesions"] = choice["rule"]
+    meta["lesions_choice"] = {k: choice[k] for k in ("split", "cases", "table")}
+    storage.write_bytes(uri, json.dumps(meta, indent=2, default=str).encode())
