@@ -82,7 +82,7 @@ def model_handle(cfg: ArchiveConfig):
     if app is None or app.status not in usable:
         name, started_serve = JOB_APP, not serve_running()
         settings = ServeSettings(
-            model=storage.absolute(cfg.model), roots=(cfg.archive, cfg.output),
+            model=cfg.model, roots=(cfg.archive, cfg.output),
             gpus_per_replica=1.0 if cfg.gpu else 0.0,
         )  # fmt: skip
         # No HTTP route, and a token nobody knows, should a route ever be added.
@@ -143,7 +143,8 @@ def segment_archive(cfg: ArchiveConfig) -> dict[str, Any]:
     done = newest_per_key(run.ledger.rows("done"))
     done_keys = {row["key"] for row in done}
     earlier = [r for r in newest_per_key(run.ledger.rows("failed")) if r["key"] not in done_keys]
-    failures = [failure_row(s) for s in skipped] + earlier + run.transient
+    not_selected = [failure_row(s) for s in skipped]
+    failures = not_selected + earlier + run.transient
     write_reports(cfg.output, done, failures)
     seconds = time.perf_counter() - started
     summary = {
@@ -152,7 +153,7 @@ def segment_archive(cfg: ArchiveConfig) -> dict[str, Any]:
         "studies_per_s": round(run.counts["segmented"] / seconds, 4) if seconds else 0.0,
         "report": storage.join(cfg.output, "report.parquet"),
     }  # fmt: skip
-    night_failures = [failure_row(s) for s in skipped] + run.failed + run.transient
+    night_failures = not_selected + run.failed + run.transient
     summary["html"] = write_night_html(cfg.output, summary, run.done, night_failures)
     summary["summary"] = write_summary(cfg.output, summary)
     return summary

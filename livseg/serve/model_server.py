@@ -157,30 +157,31 @@ class ModelServer:
         self, source: str | list[str], target: str, seg: str | None, thumbnail: str | None
     ) -> dict:
         start = time.perf_counter()
-        target = confine(target, self.settings.roots)
-        seg = None if seg is None else confine(seg, self.settings.roots)
-        thumbnail = None if thumbnail is None else confine(thumbnail, self.settings.roots)
+        roots = self.settings.roots
+        target = confine(target, roots)
+        seg = None if seg is None else confine(seg, roots)
+        thumbnail = None if thumbnail is None else confine(thumbnail, roots)
+        if isinstance(source, list) and not source:
+            raise RequestError(422, "input: an empty list of DICOM files")
+        inputs = [confine(uri, roots) for uri in (source if isinstance(source, list) else [source])]
         if thumbnail is not None and not thumbnail.endswith(".png"):
             raise RequestError(422, f"thumbnail_output {thumbnail!r}: name a .png file")
         if seg is not None and not seg.endswith(".dcm"):
             raise RequestError(422, f"seg_output {seg!r}: name a .dcm file")
-        inputs = set(source) if isinstance(source, list) else {source}
-        if {target, seg, thumbnail} & {confine(u, self.settings.roots) for u in inputs}:
+        if {target, seg, thumbnail} & set(inputs):
             raise RequestError(422, "an output names an input file: it would be overwritten")
         if not target.endswith((".nii", ".nii.gz")):
             raise RequestError(422, f"output {target!r}: name a .nii or .nii.gz file")
         if isinstance(source, list):  # the files of one DICOM series, wherever they lie
-            if not source:
-                raise RequestError(422, "input: an empty list of DICOM files")
-            files = [(confine(uri, self.settings.roots), -1) for uri in source]
-            volume = read_dicom_files(files, f"DICOM series of {len(files)} files",
+            volume = read_dicom_files([(uri, -1) for uri in inputs],
+                                      f"DICOM series of {len(inputs)} files",
                                       max_voxels=self.settings.max_voxels)  # fmt: skip
             name = "\n".join(sorted(source))
         else:
-            name = source = confine(source, self.settings.roots)
+            name = source = inputs[0]
             if storage.is_dir(source):  # each file of a series folder: links may lead out
                 for uri, _ in storage.list_files(source):
-                    confine(uri, self.settings.roots)
+                    confine(uri, roots)
             volume = read_volume(source, max_voxels=self.settings.max_voxels)
         if seg is not None and volume.meta.get("format") != "dicom":
             raise RequestError(422, "seg_output: a DICOM SEG needs a DICOM series as input")

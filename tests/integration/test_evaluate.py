@@ -169,8 +169,8 @@ def test_a_binary_model_is_evaluated_on_the_liver(ray_session, tmp_path):
 
 
 def test_the_lesion_rule_is_chosen_on_validation_and_applied(trained_unet, shards, tmp_path):
-    """Every candidate rule is scored on the validation cases (original grids); the winner is
-    at least as good as changing nothing, lands in the checkpoint and the Segmenter uses it."""
+    """Every candidate rule is scored on the validation cases (original grids); the best one
+    is chosen, lands in the checkpoint and the Segmenter uses it."""
     import shutil
 
     from livseg.evaluate import LESION_RULES, choose_lesion_rule, record_lesion_rule
@@ -181,7 +181,6 @@ def test_the_lesion_rule_is_chosen_on_validation_and_applied(trained_unet, shard
     objectives = [row["objective"] for row in choice["table"]]
     assert LesionRule(**choice["rule"]) in LESION_RULES
     assert max(objectives) == objectives[LESION_RULES.index(LesionRule(**choice["rule"]))]
-    assert max(objectives) >= objectives[0]  # the first rule changes nothing
     copy = tmp_path / "checkpoint"
     shutil.copytree(trained_unet, copy)
     record_lesion_rule(str(copy), {**choice, "rule": {"min_volume_mm3": 65.0, "fill_holes": True}})
