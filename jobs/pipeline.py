@@ -4,9 +4,12 @@
         [--volume-epochs 16] [--samples 2] [--sweep-epochs 2] [--data LITS_DIR]
 
 Stages: generate LiTS-like cases → preprocess them into Parquet shards with Ray Data → train
-the study's architectures briefly with Ray Train → sweep the loss weights of unet-resnet34 with
-Ray Tune → evaluate every trained model and the sweep's best on the test split (LiTS metrics,
-report.html) → register them all; the registry makes the best on validation current.
+the study's architectures briefly with Ray Train → a cascade (the unet-resnet34 places the liver
+box, a second one trained on liver-ROI shards segments liver and tumour inside it) → sweep the
+loss weights of unet-resnet34 with Ray Tune → evaluate every trained model, the cascade and the
+sweep's best on the test split (LiTS metrics, report.html) → register them all; the registry
+makes the best on validation current → start the Serve app (bearer token) with the current
+model and run the nightly archive job on a generated hospital archive through it.
 Rerunning resumes: generated cases, finished shards, training runs, the sweep and registered
 versions are kept.
 """
@@ -14,6 +17,8 @@ versions are kept.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from dataclasses import replace
 
@@ -39,6 +44,8 @@ def parser() -> argparse.ArgumentParser:
                    help="epochs of 3-D models, 8 steps on 15 volumes (default 16)")  # fmt: skip
     p.add_argument("--samples", type=int, default=2, help="sweep trials (default 2)")
     p.add_argument("--sweep-epochs", type=int, default=2, help="epochs per trial (default 2)")
+    p.add_argument("--serve-port", type=int, default=8000,
+                   help="port of the Serve app the nightly run uses (default 8000)")  # fmt: skip
     cli.preprocess_flags(p, size=SIZE)
     return p
 
@@ -54,20 +61,22 @@ def main(args: argparse.Namespace) -> int:
     if args.cases < 3:
         raise UsageError(f"--cases {args.cases}: need at least 3 (one per split)")
     cfg = cli.preprocess_config(args, volume_size=VOLUME_GRID)
+    if cfg.roi:
+        raise UsageError("--roi: the main job makes its ROI shards for the cascade itself")
     raw = args.data or storage.join(args.work, "raw")
     if not args.data:
         if storage.is_s3(raw):
             raise UsageError("generated data is written locally; give --work a local folder")
-        print(f"[1/6] generating {args.cases} LiTS-like cases in {raw}", flush=True)
+        print(f"[1/8] generating {args.cases} LiTS-like cases in {raw}", flush=True)
         write_dataset(raw, args.cases, seed=cfg.seed, size=cfg.size)
     shards = storage.join(args.work, "shards")
-    print(f"[2/6] preprocessing {raw} → {shards} with Ray Data", flush=True)
+    print(f"[2/8] preprocessing {raw} → {shards} with Ray Data", flush=True)
     record = preprocess(raw, shards, cfg)
     print(format_summary(record, shards))
 
     archs = args.arch or list(STUDY_ARCHS)
     grid = "×".join(map(str, cfg.volume_size))
-    print(f"[3/6] training {', '.join(archs)} with Ray Train ({args.epochs} epochs, 3-D models "
+    print(f"[3/8] training {', '.join(archs)} with Ray Train ({args.epochs} epochs, 3-D models "
           f"{args.volume_epochs} on the {grid} grid)", flush=True)  # fmt: skip
     # One worker with every CPU is the fastest CPU setup; the recipe is the quality test's.
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
@@ -83,6 +92,7 @@ def main(args: argparse.Namespace) -> int:
         fit(replace(volume_cfg if is_volumetric(arch) else slice_cfg, arch=arch)) for arch in archs
     ]
     print(format_comparison(rows))
+    cascade = _cascade(args, raw, cfg, slice_cfg, rows)
 
     best = _sweep(args, train_cfg, cpus)
     # 2-D models first: the first version becomes current, and only a model validated on the
@@ -90,21 +100,89 @@ def main(args: argparse.Namespace) -> int:
     candidates = [(r["arch"], r["checkpoint"]) for r in rows if not is_volumetric(r["arch"])]
     candidates.append((f"{best['arch']} (tuned)", best["checkpoint"]))
     candidates += [(r["arch"], r["checkpoint"]) for r in rows if is_volumetric(r["arch"])]
+    if cascade:
+        candidates.append(cascade)
     summary, report = _evaluate(args, candidates, shards, cfg.seed)
     registry = storage.join(args.work, "models")
     entry = _register(candidates, summary, registry)
+    night = _archive(args, cfg, storage.join(registry, "livseg"))
+    counts = night["counts"]
     print(
-        f"\ncurrent model: livseg {entry['version']} ({entry['metric']} {entry['value']:.3f}) "
-        f"at {entry['uri']}\nreport: {report}\nruns: {storage.join(args.work, 'runs', 'pipeline')}"
+        f"\n== summary ==\ncurrent model: livseg {entry['version']} ({entry['metric']} "
+        f"{entry['value']:.3f}) at {entry['uri']}\n"
+        f"nightly archive: segmented {counts['segmented']}, not selected "
+        f"{counts['not_selected']}, failed {counts['failed']}, flagged for review "
+        f"{counts['review']}\nreport: {report}\nmasks: {storage.join(night['output'], 'masks')}"
+        f"\nnight summary: {night['html']}\nruns: {storage.join(args.work, 'runs', 'pipeline')}"
     )
     return cli.EXIT_OK
+
+
+def _cascade(args: argparse.Namespace, raw: str, cfg, slice_cfg, rows: list) -> tuple | None:
+    """The two-stage model: the trained unet-resnet34 finds the liver, a second unet-resnet34
+    trained on liver-ROI shards the tumour inside its box; bundled, with validation metrics
+    measured through the cascade on the original grids (so the registry never compares them
+    with the single-stage models' shard-grid numbers)."""
+    from livseg.data import format_summary, preprocess
+    from livseg.evaluate import bundle_cascade
+    from livseg.io import storage
+    from livseg.train import fit
+
+    liver = next((r for r in rows if r["arch"] == "unet-resnet34"), None)
+    if liver is None:
+        print("cascade: skipped (its liver stage is the unet-resnet34, which was not trained)")
+        return None
+    roi = storage.join(args.work, "shards-roi")
+    print(f"[4/8] cascade: preprocessing liver-ROI shards → {roi}, training its tumour stage "
+          "(unet-resnet34)", flush=True)  # fmt: skip
+    print(format_summary(preprocess(raw, roi, replace(cfg, roi=True)), roi))
+    tumour = fit(replace(slice_cfg, data=roi, arch="unet-resnet34", name="pipeline-roi"))
+    bundle = storage.join(args.work, "runs", "cascade")
+    shards = storage.join(args.work, "shards")
+    metrics = bundle_cascade(liver["checkpoint"], tumour["checkpoint"], shards, bundle)
+    print(f"cascade: {bundle}; validation (original grids) liver "
+          f"{metrics['val_liver_dice']:.3f}, tumour {metrics['val_tumour_dice']:.3f}")  # fmt: skip
+    return ("cascade", bundle)
+
+
+def _archive(args: argparse.Namespace, cfg, entry: str) -> dict:
+    """The hospital's use: a generated archive (NIfTI, DICOM split across folders, a corrupt
+    file) segmented overnight through the Serve app, started here with a bearer token."""
+    import secrets
+
+    from livseg.archive import ArchiveConfig, format_summary, segment_archive
+    from livseg.io import storage
+    from livseg.serve import ServeSettings, start_app, stop_app
+    from livseg.synthetic import write_archive
+
+    archive, output = storage.join(args.work, "archive"), storage.join(args.work, "archive-out")
+    if storage.is_s3(archive):
+        raise UsageError("the generated archive is written locally; give --work a local folder")
+    write_archive(archive, seed=cfg.seed, size=cfg.size)
+    token = secrets.token_urlsafe(32)
+    token_file = storage.join(args.work, "serve-token")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(token_file)
+    with os.fdopen(os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+        f.write(token)  # readable by this user only from the start
+    roots = (storage.absolute(archive), storage.absolute(output))  # what replicas may touch
+    settings = ServeSettings(model=entry, port=args.serve_port, roots=roots)
+    url = start_app(settings, token=token)
+    print(f"[8/8] nightly archive {archive} → {output} through the Serve app at {url} "
+          f"(bearer token in {token_file})", flush=True)  # fmt: skip
+    try:
+        night = segment_archive(ArchiveConfig(archive=archive, output=output, progress=False))
+    finally:
+        stop_app()
+    print(format_summary(night))
+    return {**night, "output": output}
 
 
 def _sweep(args: argparse.Namespace, train_cfg, cpus: int) -> dict:
     from livseg.io import storage
     from livseg.tune import DRIVER_CPU, SweepConfig, format_best, format_table, parse_space, sweep
 
-    print(f"[4/6] sweeping the loss weights of unet-resnet34 with Ray Tune ({args.samples} "
+    print(f"[5/8] sweeping the loss weights of unet-resnet34 with Ray Tune ({args.samples} "
           f"short trials, ASHA)", flush=True)  # fmt: skip
     sweep_train = replace(
         train_cfg, arch="unet-resnet34", epochs=args.sweep_epochs, steps_per_epoch=15,
@@ -138,7 +216,7 @@ def _evaluate(args: argparse.Namespace, candidates: list, shards: str, seed: int
 
     report_dir = storage.join(args.work, "evaluation")
     labels = [label for label, _ in candidates]
-    print(f"[5/6] evaluating {', '.join(labels)} on the test split (original voxel grids)")
+    print(f"[6/8] evaluating {', '.join(labels)} on the test split (original voxel grids)")
     results = score_models([c for _, c in candidates], shards, "test", labels=labels)
     summary = write_evaluation(results, report_dir, mc=100, seed=seed)
     for result in results:
@@ -154,7 +232,7 @@ def _register(candidates: list, summary: dict, registry: str) -> dict:
     from livseg.io import storage
     from livseg.registry import current, list_versions, register
 
-    print(f"[6/6] registering {len(candidates)} models in {registry}")
+    print(f"[7/8] registering {len(candidates)} models in {registry}")
     tests = {row["model"]: row for row in comparison_rows(summary)}
     known = {card["source"]: card["version"] for card in list_versions(registry, "livseg")}
     for label, checkpoint in candidates:

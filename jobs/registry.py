@@ -5,6 +5,12 @@
     python jobs/registry.py register [--root ROOT] [--name NAME] --checkpoint URI
         [--metric val_score] [--force]
     python jobs/registry.py rollback [--root ROOT] [--name NAME] [--version V]
+    python jobs/registry.py bundle   --liver URI --tumour URI --data SHARDS --out URI
+
+``bundle`` makes a cascade (one checkpoint folder, two stages): the liver stage trained on whole
+slices, the tumour stage on liver-ROI shards (jobs/preprocess.py --roi); its validation metrics
+are measured through the cascade on the original grids of SHARDS' validation cases, so register
+it like any checkpoint (it is compared only with models scored the same way).
 
 ROOT is a folder or s3:// prefix (default livseg-work/models), NAME the model (default livseg).
 A new version becomes current only if it beats current on the same metric, unless --force;
@@ -45,6 +51,11 @@ def parser() -> argparse.ArgumentParser:
                 "where no validation case has tumour)",
             )
             sub.add_argument("--force", action="store_true", help="make it current regardless")
+    sub = commands.add_parser("bundle", help="make a cascade checkpoint from two stages")
+    sub.add_argument("--liver", required=True, help="stage 1 checkpoint (whole slices)")
+    sub.add_argument("--tumour", required=True, help="stage 2 checkpoint (trained with --roi)")
+    sub.add_argument("--data", required=True, help="stage 1's shards: validation cases")
+    sub.add_argument("--out", required=True, help="folder or s3:// prefix for the bundle")
     return p
 
 
@@ -60,7 +71,10 @@ def main(args: argparse.Namespace) -> int:
         for card in versions:
             mark = "*" if card["current"] else " "
             parent = ",".join(f"{k}={v}" for k, v in (card.get("parent") or {}).items())
-            print(f"{mark} {card['version']}  {card.get('arch') or '?':16s} "
+            arch = card.get("arch") or "?"
+            if card.get("cascade"):
+                arch = f"{arch}+{card['cascade'].get('tumour_arch')} (cascade)"
+            print(f"{mark} {card['version']}  {arch:16s} "
                   f"{card['metric']}={card['value']:.4f}  {card['created']}  {parent}")  # fmt: skip
     elif args.command == "show":
         uri = registry.resolve_model(args.root, args.name, args.version)  # checks the version
@@ -69,6 +83,11 @@ def main(args: argparse.Namespace) -> int:
             c for c in registry.list_versions(args.root, args.name) if c["version"] == version
         )
         print(json.dumps({**card, "uri": uri}, indent=2))
+    elif args.command == "bundle":
+        from livseg.evaluate import bundle_cascade
+
+        metrics = bundle_cascade(args.liver, args.tumour, args.data, args.out)
+        print(json.dumps({"bundle": args.out, "metrics": metrics}, indent=2))
     elif args.command == "register":
         result = registry.register(
             args.root, args.name, args.checkpoint, metric=args.metric, force=args.force

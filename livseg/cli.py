@@ -65,6 +65,10 @@ def preprocess_flags(parser: argparse.ArgumentParser, size: int = 256) -> None:
     parser.add_argument("--size", type=int, help=f"in-plane output size in pixels (default {size})")
     parser.add_argument("--context", type=int, help="neighbouring slices each side (C = 2K+1)")
     parser.add_argument("--seed", type=int, help="seed for split and slice sampling")
+    parser.add_argument(
+        "--roi", action="store_true", default=None,
+        help="crop each case to its liver's box: shards for a cascade's tumour stage",
+    )  # fmt: skip
     set_flag(parser, "PreprocessConfig")
 
 
@@ -74,7 +78,7 @@ def preprocess_config(args: argparse.Namespace, **defaults):
     from livseg.config import load
     from livseg.data import PreprocessConfig
 
-    named = {k: getattr(args, k) for k in ("size", "context", "seed")}
+    named = {k: getattr(args, k, None) for k in ("size", "context", "seed", "roi")}
     defaults = {"size": args.default_size, **defaults}
     return load(PreprocessConfig, args.config, overrides(args, named), defaults)
 

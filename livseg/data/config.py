@@ -26,6 +26,10 @@ class PreprocessConfig:
     split: tuple[float, float, float] = (0.7, 0.2, 0.1)  # train / test / val, as in the study
     seed: int = 0
     shard_mb: int = 128  # target Parquet file size: a few big files per split feed a GPU
+    # Tumour stage of a cascade: each case cropped to its reference liver's box (in-plane square,
+    # grown by roi_margin × side, ≥ 4 px; z grown by margin + context slices) before slicing.
+    roi: bool = False
+    roi_margin: float = 0.15
     # CSV (local or s3://) with columns case_id,patient: cases of one patient share a split.
     # Without it a DICOM series' PatientID groups cases; other cases are a patient each.
     patients: str = ""
@@ -45,8 +49,15 @@ class PreprocessConfig:
             raise UsageError(f"volume_size={self.volume_size}: each side a multiple of 16")
         if len(self.split) != 3 or min(self.split) < 0 or abs(sum(self.split) - 1) > 1e-6:
             raise UsageError(f"split={self.split}: three non-negative fractions summing to 1")
+        if not 0 <= self.roi_margin <= 1:
+            raise UsageError(f"roi_margin={self.roi_margin}: a share of the liver box, 0 to 1")
         if self.bilateral_diameter < 1 or self.shard_mb < 1 or self.margin < 0:
             raise UsageError("bilateral_diameter and shard_mb must be ≥ 1, margin ≥ 0")
+
+    @property
+    def roi_z_margin(self) -> int:
+        """Slices kept above and below the liver in an ROI crop: slabs at the edge stay real."""
+        return self.margin + self.context
 
     @property
     def channels(self) -> int:

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from livseg.config import from_dict
 from livseg.data.config import PreprocessConfig
+from livseg.data.roi import roi_arrays
 from livseg.data.shards import encode_tensors
 from livseg.data.transforms import (
     IntensityStats,
@@ -55,7 +56,7 @@ def inspect_case(row: dict[str, Any], cfg_dict: dict[str, Any]) -> dict[str, Any
         unexpected = (np.flatnonzero(counts[3:]) + 3).tolist()
         if unexpected:
             raise VolumeError(f"{mask_uri}: labels {unexpected} found; expected 0/1/2 (LiTS)")
-        grid_hu, grid_mask = volume_grid(volume.array, labels, cfg)
+        grid_hu, grid_mask = volume_grid(*case_arrays(volume.array, labels, cfg), cfg)
         # The split groups cases by patient: a given table first, else the DICOM PatientID.
         out["patient"] = row["patient"] or volume.meta.get("patient") or f"case-{row['case_id']}"
         out.update(
@@ -70,6 +71,13 @@ def inspect_case(row: dict[str, Any], cfg_dict: dict[str, Any]) -> dict[str, Any
     except Exception as exc:  # noqa: BLE001 - one bad case must never stop the batch
         out.update(status="error", error=describe_error(exc))
     return out
+
+
+def case_arrays(hu: np.ndarray, labels: np.ndarray, cfg: PreprocessConfig) -> tuple:
+    """The (X, Y, Z) arrays a case's rows are made from: whole, or its liver box (``cfg.roi``)."""
+    if not cfg.roi:
+        return hu, labels
+    return roi_arrays(hu, labels, cfg.roi_margin, cfg.roi_z_margin)
 
 
 def case_slices(
@@ -91,11 +99,12 @@ def case_slices(
         case_id = int(batch["case_id"][i])
         try:
             volume, labels = read_case(str(batch["image_uri"][i]), str(batch["mask_uri"][i]))
+            hu, labels = case_arrays(volume.array, labels, cfg)
             rng = np.random.default_rng([cfg.seed, case_id])
             # Validation and test cases keep every slice so per-case 3-D scores are exact.
             fraction = cfg.other_fraction if batch["split"][i] == "train" else 1.0
             kept = select_slices(labels, cfg.margin, fraction, rng)
-            sample = slice_samples(volume.array, labels, kept, cfg, stats)
+            sample = slice_samples(hu, labels, kept, cfg, stats)
         except Exception as exc:  # noqa: BLE001 - passed pass 1; a flaky read must not kill all
             log.warning("case %s failed in pass 2: %s", case_id, describe_error(exc))
             failure = {"case_id": case_id, "error": f"second pass: {describe_error(exc)}"}

@@ -9,17 +9,21 @@ from livseg.evaluate.lits import (
     score_case, summarise, volume_ml,
 )
 from livseg.evaluate.montecarlo import interval, monte_carlo
-from livseg.evaluate.runner import evaluation_cases, match_masks, score_mask_folders, score_models
+from livseg.evaluate.runner import (
+    bundle_cascade, evaluation_cases, match_masks, score_mask_folders, score_models,
+    validation_metrics,
+)
 from livseg.evaluate.summary import (
     case_dice_table, comparison_rows, format_model_comparison, write_evaluation,
 )
 from livseg.evaluate.surface import surface_distances, surface_scores
 
 __all__ = [
-    "DETECTION_IOU", "LESION_RULES", "ModelResult", "binary_scores", "case_dice_table",
-    "choose_lesion_rule", "comparison_rows", "confusion_counts", "detect_lesions",
-    "evaluation_cases", "format_model_comparison", "global_dice", "interval", "match_masks",
-    "monte_carlo", "overlap_scores", "record_lesion_rule", "roc_auc_ap", "score_case",
-    "score_mask_folders", "score_mask_pair", "score_model_case", "score_models", "summarise",
-    "surface_distances", "surface_scores", "volume_ml", "write_evaluation",
+    "DETECTION_IOU", "LESION_RULES", "ModelResult", "binary_scores", "bundle_cascade",
+    "case_dice_table", "choose_lesion_rule", "comparison_rows", "confusion_counts",
+    "detect_lesions", "evaluation_cases", "format_model_comparison", "global_dice", "interval",
+    "match_masks", "monte_carlo", "overlap_scores", "record_lesion_rule", "roc_auc_ap",
+    "score_case", "score_mask_folders", "score_mask_pair", "score_model_case", "score_models",
+    "summarise", "surface_distances", "surface_scores", "validation_metrics", "volume_ml",
+    "write_evaluation",
 ]  # fmt: skip

@@ -4,6 +4,7 @@ then score it; a case that fails becomes an ``error`` row naming its files. Pure
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -108,12 +109,18 @@ def score_mask_pair(
     return {"row": row, "figure": {"case_id": case_id, **figure}}
 
 
-@functools.lru_cache(maxsize=2)
 def cached_segmenter(checkpoint: str):
-    # Ray reuses worker processes: the model loads once per worker, not once per case.
-    from livseg.inference import Segmenter  # torch only where models run
+    """The checkpoint's model, loaded once per Ray worker process (Ray reuses them) and again
+    when its ``meta.json`` changes (a lesion rule recorded after an earlier load)."""
+    meta = storage.read_bytes(storage.join(checkpoint, "meta.json"))
+    return _load_segmenter(checkpoint, hashlib.sha256(meta).hexdigest())
 
-    return Segmenter.from_checkpoint(checkpoint)
+
+@functools.lru_cache(maxsize=2)
+def _load_segmenter(checkpoint: str, meta_digest: str):
+    from livseg.inference import load_segmenter  # torch only where models run
+
+    return load_segmenter(checkpoint)
 
 
 def score_model_case(checkpoint: str, case: dict[str, Any]) -> dict[str, Any]:

@@ -25,7 +25,10 @@ touching but unmatched prediction as fp (LiTS: fp = predicted components − det
 ``_rvd``, ``_assd``, ``_msd``, ``_hd95``, ``_accuracy``, ``_sensitivity``, ``_specificity``,
 ``_auc``, ``_ap`` (NaN without probs), ``_inter``, ``_pred_voxels``, ``_ref_voxels``,
 ``_ml_ref``, ``_ml_pred``; detection ``tumour_tp``, ``_fp``, ``_fn``, ``_precision``,
-``_recall``, ``_f1``; ``burden_ref``, ``burden_pred``, ``burden_error`` (absolute).
+``_recall``, ``_f1``; the same counts for lesions of at least a 10 mm sphere's volume
+(≈ 524 mm³: a size by volume, not the longest diameter RECIST measures) ``tumour10_tp`` /
+``_fp`` / ``_fn`` (``summarise`` adds their precision / recall / F1);
+``burden_ref``, ``burden_pred``, ``burden_error`` (absolute).
 
 ``summarise``: each metric's mean, median and count over cases skipping NaN; liver and burden
 metrics over cases whose reference has liver, tumour metrics over cases whose reference has
@@ -46,6 +49,7 @@ from livseg.evaluate.auc import auc_ap_from_histograms, score_histogram
 from livseg.evaluate.surface import as_spacing, surface_scores
 
 DETECTION_IOU = 0.5  # LiTS: a reference lesion is detected above this IoU
+LARGE_LESION_MM3 = math.pi / 6 * 10.0**3  # a 10 mm sphere: the "≥ 10 mm" lesion size
 _AVERAGED = (
     "dice", "jaccard", "voe", "rvd", "assd", "msd", "hd95",
     "accuracy", "sensitivity", "specificity", "auc", "ap", "ml_ref", "ml_pred",
@@ -113,9 +117,12 @@ def _part(ids: np.ndarray, box: tuple[slice, ...], region: tuple[slice, ...]) ->
 
 
 def detect_lesions(
-    pred: np.ndarray, ref: np.ndarray, min_iou: float = DETECTION_IOU
+    pred: np.ndarray, ref: np.ndarray, min_iou: float = DETECTION_IOU, min_voxels: int = 0
 ) -> dict[str, float]:
-    """Lesion detection of two boolean tumour masks of one shape (rule in the module docstring)."""
+    """Lesion detection of two boolean tumour masks of one shape (rule in the module docstring).
+
+    ``min_voxels``: only reference lesions of at least this size count (tp / fn), and only
+    predicted components of at least this size that touch no reference lesion count as fp."""
     _check_pair(pred, ref)
     # Each mask is labelled inside its own box: a far false positive must not make both large.
     (ref_ids, n_ref, ref_box), (pred_ids, n_pred, pred_box) = _components(ref), _components(pred)
@@ -133,8 +140,12 @@ def detect_lesions(
     covered = np.bincount(r, minlength=n_ref + 1)[1:]  # predicted components are disjoint
     touching = np.bincount(pair_r, weights=pred_size[pair_p], minlength=n_ref + 1)[1:]
     iou = covered / (ref_size + touching - covered)
-    tp = int(np.count_nonzero(iou > min_iou))
-    return detection_scores(tp, n_pred - len(np.unique(pair_p)), n_ref - tp)
+    counted = ref_size >= min_voxels
+    tp = int(np.count_nonzero((iou > min_iou) & counted))
+    lonely = np.ones(n_pred + 1, bool)
+    lonely[0], lonely[pair_p] = False, False
+    fp = int(np.count_nonzero(lonely & (pred_size >= min_voxels)))
+    return detection_scores(tp, fp, int(counted.sum()) - tp)
 
 
 def volume_ml(voxels: int, spacing: Sequence[float]) -> float:
@@ -214,8 +225,11 @@ def score_case(
         tumour_keys = [k.replace("liver_", "tumour_") for k in out if k.startswith("liver_")]
         detection = ("tp", "fp", "fn", "precision", "recall", "f1")
         nan_keys = tumour_keys + [f"tumour_{k}" for k in detection] + ["burden_ref", "burden_pred"]
+        nan_keys += [f"tumour10_{k}" for k in detection[:3]]
         return out | dict.fromkeys([*nan_keys, "burden_error"], math.nan)
     out |= {f"tumour_{k}": v for k, v in detect_lesions(p == 2, r == 2).items()}
+    large = detect_lesions(p == 2, r == 2, min_voxels=math.ceil(LARGE_LESION_MM3 / np.prod(step)))
+    out |= {f"tumour10_{k}": large[k] for k in ("tp", "fp", "fn")}
     for side in ("ref", "pred"):
         out[f"burden_{side}"] = _ratio(out[f"tumour_{side}_voxels"], out[f"liver_{side}_voxels"])
     out["burden_error"] = abs(out["burden_pred"] - out["burden_ref"])
@@ -264,6 +278,7 @@ def summarise(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:
         out[f"{key}_mean"] = math.nan if empty else float(values.mean())
         out[f"{key}_median"] = math.nan if empty else float(np.median(values))
         out[f"{key}_n"] = len(values)
-    counts = (int(np.nansum(_column(rows, f"tumour_{k}"))) for k in ("tp", "fp", "fn"))
-    out |= {f"tumour_{k}": v for k, v in detection_scores(*counts).items()}
+    for prefix in ("tumour", "tumour10"):
+        counts = (int(np.nansum(_column(rows, f"{prefix}_{k}"))) for k in ("tp", "fp", "fn"))
+        out |= {f"{prefix}_{k}": v for k, v in detection_scores(*counts).items()}
     return out | global_dice(rows)

@@ -177,3 +177,35 @@ def score_models(
 
 
 # ---------------------------------------------------------------------------- summaries
+
+
+def validation_metrics(checkpoint: str, data: str) -> tuple[dict[str, float], dict[str, Any]]:
+    """(``val_liver_dice``, ``val_tumour_dice``, ``val_score``; the validation record they were
+    scored on) of a model measured through its Segmenter on the validation split's original
+    grids. Every validation case must be scored: a failed one is an error, not a smaller set."""
+    from livseg.data import read_record
+    from livseg.evaluate.lits import summarise
+    from livseg.train import validation_score
+
+    rows = score_models([checkpoint], data, "val")[0].rows
+    failed = [f"{r['case']}: {r['error']}" for r in rows if r["status"] != "ok"]
+    if failed or not rows:
+        raise ValueError(f"{checkpoint} could not score every validation case of {data}: {failed}")
+    summary = summarise(rows)
+    metrics = {"val_liver_dice": summary["liver_dice_mean"],
+               "val_tumour_dice": summary["tumour_dice_mean"]}  # fmt: skip
+    validation = {"data": read_record(data).get("fingerprint"), "split": "val",
+                  "case_ids": sorted(r["case_id"] for r in rows), "grid": "original"}  # fmt: skip
+    return {**metrics, "val_score": validation_score(metrics)}, validation
+
+
+def bundle_cascade(liver: str, tumour: str, data: str, out: str) -> dict[str, float]:
+    """Write the cascade of two checkpoints to ``out`` with its validation metrics measured
+    through it on ``data``'s validation cases (``validation_metrics``); returns the metrics.
+    Until they are in, the bundle has no metrics, so an interrupted run cannot be registered."""
+    from livseg.inference import write_cascade
+
+    write_cascade(liver, tumour, out)
+    metrics, validation = validation_metrics(out, data)
+    write_cascade(liver, tumour, out, metrics=metrics, validation=validation)
+    return metrics

@@ -1,6 +1,8 @@
 """Inference: a checkpoint segments whole CT volumes on their own grid (``Segmenter``); per-study
-statistics and the review flag (``analyse_study``)."""
+statistics and the review flag (``analyse_study``); a two-stage model (``Cascade``, loaded by
+``load_segmenter``, bundled by ``write_cascade``)."""
 
+from livseg.inference.cascade import Cascade, load_segmenter, write_cascade
 from livseg.inference.lesions import LesionRule, clean_lesions
 from livseg.inference.postprocess import MIN_COMPONENT_FRACTION, keep_liver_components
 from livseg.inference.qa import ReviewLimits, cut_faces, pass_agreement, review
@@ -10,8 +12,8 @@ from livseg.inference.study import StudyResult, analyse_study, shifted_agreement
 from livseg.inference.thumbnail import key_slice, thumbnail, thumbnail_png
 
 __all__ = [
-    "MIN_COMPONENT_FRACTION", "LesionRule", "ReviewLimits", "Segmentation", "Segmenter",
-    "StudyResult", "analyse_study", "clean_lesions", "cut_faces", "keep_liver_components",
-    "key_slice", "pass_agreement", "review", "shifted_agreement", "study_statistics",
-    "thumbnail", "thumbnail_png",
+    "MIN_COMPONENT_FRACTION", "Cascade", "LesionRule", "ReviewLimits", "Segmentation",
+    "Segmenter", "StudyResult", "analyse_study", "clean_lesions", "cut_faces",
+    "keep_liver_components", "key_slice", "load_segmenter", "pass_agreement", "review",
+    "shifted_agreement", "study_statistics", "thumbnail", "thumbnail_png", "write_cascade",
 ]  # fmt: skip

@@ -85,6 +85,8 @@ def build_card(
         "name": name,
         "version": version,
         "arch": meta.get("arch"),
+        # A cascade bundle (livseg.inference.cascade): its tumour stage's arch and sources.
+        "cascade": meta.get("cascade"),
         "in_channels": meta.get("in_channels"),
         "classes": meta.get("classes"),
         "label_map": meta.get("label_map"),
@@ -114,6 +116,19 @@ def checkpoint_meta(checkpoint: str) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise UsageError(f"{meta_uri}: expected a JSON object")
     return meta
+
+
+def checkpoint_files(meta: dict[str, Any], checkpoint: str) -> list[str]:
+    """The files a version copies: the checkpoint's, plus a cascade bundle's tumour stage
+    (``livseg.inference.cascade``: always in ``tumour/``), each checked to exist."""
+    cascade = meta.get("cascade")
+    if cascade is not None and (not isinstance(cascade, dict) or cascade.get("tumour") != "tumour"):
+        raise UsageError(f"{checkpoint}: meta.json 'cascade' must name the stage folder 'tumour'")
+    stage = [f"tumour/{f}" for f in CHECKPOINT_FILES] if cascade else []
+    for file in stage:
+        if not storage.exists(storage.join(checkpoint, file)):
+            raise UsageError(f"{checkpoint}: an incomplete cascade bundle (no {file})")
+    return [*CHECKPOINT_FILES, *stage]
 
 
 def metric_value(meta: dict[str, Any], metric: str, checkpoint: str) -> float:

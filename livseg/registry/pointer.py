@@ -44,7 +44,8 @@ def describe_validation(validation: dict | None) -> str:
     """``"2 cases of shards 3f2a91c0…, grid 128×128"`` (or that it is unknown)."""
     if not validation:
         return "an unrecorded validation set"
-    grid = "×".join(str(v) for v in validation.get("grid") or []) or "?"
+    grid = validation.get("grid") or "?"
+    grid = grid if isinstance(grid, str) else "×".join(str(v) for v in grid)  # "original" grids
     data = str(validation.get("data") or "?")[:8]
     return f"{len(validation.get('case_ids') or [])} cases of shards {data}…, grid {grid}"
 

@@ -29,6 +29,7 @@ from livseg.registry.cards import (
     DEFAULT_METRIC,
     build_card,
     check_name,
+    checkpoint_files,
     checkpoint_meta,
     claim_version,
     dumps,
@@ -71,13 +72,16 @@ def register(
             raise UsageError(f"{label} must be a dict, got {type(given).__name__}")
     meta = checkpoint_meta(checkpoint)
     value = metric_value(meta, metric, checkpoint)
+    names = checkpoint_files(meta, checkpoint)
     version = claim_version(root, name, checkpoint)
     folder = storage.join(root, name, version)
-    files = {file: storage.read_bytes(storage.join(checkpoint, file)) for file in CHECKPOINT_FILES}
+    files = {file: storage.read_bytes(storage.join(checkpoint, file)) for file in names}
     for file, data in files.items():
         storage.write_bytes(storage.join(folder, file), data)
     card = build_card(name, version, checkpoint, meta, metric, value, parent, test_metrics)
     card["model_sha256"] = hashlib.sha256(files[CHECKPOINT_FILES[0]]).hexdigest()
+    if len(names) > len(CHECKPOINT_FILES):  # a cascade: its tumour stage's weights too
+        card["tumour_model_sha256"] = hashlib.sha256(files[names[-2]]).hexdigest()
     storage.write_text(storage.join(folder, CARD_FILE), dumps(card))
     candidate = {"version": version, "metric": metric, "value": value,
                  "validation": meta.get("validation")}  # fmt: skip

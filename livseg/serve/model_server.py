@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from livseg.config import from_dict
 from livseg.errors import UsageError
-from livseg.inference import Segmenter, analyse_study, thumbnail_png
+from livseg.inference import Cascade, Segmenter, analyse_study, load_segmenter, thumbnail_png
 from livseg.io import (
     VolumeError,
     VolumeTooLarge,
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LoadedModel:
-    segmenter: Segmenter
+    segmenter: Segmenter | Cascade
     info: dict  # name, version, arch, checkpoint, metric, value, test_metrics
 
 
@@ -74,7 +74,7 @@ def load_model(model: str, device: str, batch_size: int, version: str | None = N
     else:
         parent, name = storage.absolute(model).rsplit("/", 1)
         checkpoint = resolve_model(parent, name, version)
-    segmenter = Segmenter.from_checkpoint(checkpoint, device, batch_size)
+    segmenter = load_segmenter(checkpoint, device, batch_size)
     meta = segmenter.meta
     info = {"name": None, "version": None, "arch": meta["arch"], "checkpoint": checkpoint,
             "label_map": meta["label_map"], "metric": None, "value": None,

@@ -1,5 +1,10 @@
 """Random anatomy of one synthetic case: body, skeleton and organ parameters in world mm,
-then textures, the portal-vein tree and tumours (Hu et al., CVPR 2023 style)."""
+then textures, the portal-vein tree and tumours (Hu et al., CVPR 2023 style).
+
+Cases come in three contrast phases (portal-venous, arterial, a fatty liver in the portal phase);
+tumours range from 5 to 80 mm, sit deep or under the capsule, are mostly hypodense (hyper-
+enhancing ones in the arterial phase), and large ones often have an enhancing rim around a
+necrotic core."""
 
 from __future__ import annotations
 
@@ -8,6 +13,12 @@ import math
 import numpy as np
 
 from livseg.synthetic.shapes import INF, SmoothField, body_depth, ellipsoid_box, liver_distance
+
+# Contrast phases: share of cases, liver HU, tumour-liver contrast (HU darker than the liver).
+PHASES = ("portal", "arterial", "fatty")
+PHASE_SHARES = (0.6, 0.2, 0.2)
+LIVER_HU = {"portal": (95.0, 130.0), "arterial": (70.0, 95.0), "fatty": (68.0, 88.0)}
+TUMOUR_CONTRAST = {"portal": (20.0, 70.0), "arterial": (15.0, 40.0), "fatty": (15.0, 40.0)}
 
 
 def draw_anatomy(rng: np.random.Generator, fov: float) -> dict:
@@ -29,7 +40,9 @@ def draw_anatomy(rng: np.random.Generator, fov: float) -> dict:
     liver = [ell(60, -5, 0, 65, 70, 75, 0.2, 6), ell(-30, 40, 15, 55, 30, 40, -0.3, 6)]
     if rng.random() < 0.7:
         liver.append(ell(15, -10, 5, 30, 30, 45, 0.0))
-    an.update(liver=liver, liver_k=10.0, liver_amp=U(4, 9), liver_hu=U(100, 130))
+    phase = str(rng.choice(PHASES, p=PHASE_SHARES))
+    an.update(liver=liver, liver_k=10.0, liver_amp=U(4, 9), phase=phase)
+    an["liver_hu"] = U(*LIVER_HU[phase])
     top = max(e[2] + e[5] for e in liver) - zc
     bot = min(e[2] - e[5] for e in liver) - zc
     an.update(liver_top=top, liver_bot=bot, liver_slack=2.5 * an["liver_amp"] + 10 * 1.1 + 2)
@@ -42,6 +55,8 @@ def draw_anatomy(rng: np.random.Generator, fov: float) -> dict:
     ang = math.atan2(py, px) + rng.normal(0, 0.1)  # thin axis along the radius
     an["spleen"] = tuple(float(t) for t in (ox + k * px, oy + k * py, zc + ws, *sr, ang))
     an["spleen_hu"] = float(np.clip(an["liver_hu"] + U(-15, 15), 110, 130))
+    if phase != "portal":  # a fatty liver is darker than the spleen; arterial spleens enhance
+        an["spleen_hu"] = U(100, 135)
     left_top = liver[1][2] - zc + liver[1][5]
     an.update(heart=ell(-25, 30, left_top + 40, 55, 45, 50, 0.3), heart_hu=U(110, 160))
     kid = [ell(s * 65, -55, bot + U(10, 30) + 10 * (s < 0), 28, 25, 50, 0.4 * s) for s in (1, -1)]
@@ -57,7 +72,8 @@ def draw_anatomy(rng: np.random.Generator, fov: float) -> dict:
     an["paraspinal"] = [
         (ox + s * 38 * fa, oy - 78 * fb, 0, 26 * fa, 22 * fb, INF, 0) for s in (-1, 1)
     ]
-    an.update(aorta_hu=U(150, 200), rib_cortex_hu=U(600, 800), rib_marrow_hu=U(250, 350))
+    an["aorta_hu"] = U(250, 350) if phase == "arterial" else U(150, 200)
+    an.update(rib_cortex_hu=U(600, 800), rib_marrow_hu=U(250, 350))
     an.update(rib_drop=U(50, 80), rib_period=U(24, 30), rib_ph=U(0, 30), rib_min=bot + U(20, 50))
     an.update(dome_w=top - U(5, 15), dome_k=U(50, 80), dome_u=ox + 30 * fa)
     an.update(bowel_t=U(0.0, 0.5), bowel_hu=U(20, 40))
@@ -94,11 +110,16 @@ def draw_detail(an: dict, rng: np.random.Generator, max_tumours: int, gap: float
             near = deep[(dist > 10) & (dist < 45)]
             for p2 in near[rng.choice(len(near), size=min(2, len(near)), replace=False)]:
                 vessels.append((p1, p2, rng.uniform(1.5, 2.5)))
-    an.update(vessels=vessels, vessel_hu=rng.uniform(20, 40), tumours=[])
+    # Portal veins enhance in the portal phase, barely in the arterial one.
+    vessel_hu = rng.uniform(-5, 15) if an["phase"] == "arterial" else rng.uniform(20, 40)
+    an.update(vessels=vessels, vessel_hu=vessel_hu, tumours=[])
     n = 0 if rng.random() < 0.2 or max_tumours == 0 else int(rng.integers(1, max_tumours + 1))
     for _ in range(n):
-        r = math.exp(rng.uniform(math.log(4), math.log(30)))  # log-uniform 4..30 mm
-        ok = d < -0.5 * min(r, 20)
+        r = math.exp(rng.uniform(math.log(2.5), math.log(40)))  # diameter 5-80 mm, log-uniform
+        # A quarter of the lesions sit under the capsule and bulge out of the liver's outline
+        # (their label stops at the liver); the others lie deeper.
+        surface = rng.random() < 0.25
+        ok = (d > -0.6 * r) if surface else (d < -0.5 * min(r, 20))
         if not ok.any():
             continue
         ctr = pts[ok][rng.integers(ok.sum())].astype(float)
@@ -107,14 +128,25 @@ def draw_detail(an: dict, rng: np.random.Generator, max_tumours: int, gap: float
         dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
         waves = [(n, rng.uniform(1, 2.5) * r, rng.uniform(0, 6.3)) for n in dirs]
         ext = radii.max() + 8
+        contrast = rng.uniform(*TUMOUR_CONTRAST[an["phase"]])
+        if an["phase"] == "arterial" and rng.random() < 0.4:
+            contrast = -rng.uniform(15, 40)  # hyper-enhancing (HCC-like) in the arterial phase
+        # Large lesions: often an enhancing rim and a necrotic core near water.
+        ringed = r > 12 and contrast > 0 and rng.random() < 0.6
+        core_floor = an["liver_hu"] - contrast - 15.0  # the core stays above ~15 HU
         an["tumours"].append(
             dict(
                 e=tuple(float(v) for v in (*ctr, *radii, rng.uniform(0, math.pi))),
-                contrast=rng.uniform(30, 80),
+                contrast=contrast,
                 edge=rng.uniform(0.5, 1.5),
                 waves=waves,
                 wobble=0.15 * r,
-                tex_amp=rng.uniform(4, 10),
+                tex_amp=rng.uniform(4, 12),
                 tex=SmoothField(rng, ctr - ext, ctr + ext, rng.uniform(2, 5)),
+                surface=surface,
+                rim_hu=rng.uniform(20, 45) if ringed else 0.0,
+                rim_mm=rng.uniform(2, 4),
+                core_hu=min(rng.uniform(20, 50), max(core_floor, 0.0)) if ringed else 0.0,
+                core_depth=rng.uniform(0.35, 0.6) * r,
             )
         )

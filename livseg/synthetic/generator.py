@@ -46,10 +46,11 @@ def generate_case(
 ) -> SyntheticCase:
     """Deterministic for (case_id, seed, size); different case_ids give different anatomy.
 
-    Shape: (size, size, Z) in a random file orientation. ``truth`` holds liver_hu, spleen_hu,
-    kidney_hu, spleen {center_mm, radii_mm}, tumours [{center_mm, radii_mm, contrast_hu, voxels}]
-    (world RAS mm; ``voxels`` = labelled voxels, 0 for a tumour lost to coarse sampling),
-    noise_sigma, axcodes, seed and size.
+    Shape: (size, size, Z) in a random file orientation. ``truth`` holds phase (portal,
+    arterial, fatty), liver_hu, spleen_hu, kidney_hu, spleen {center_mm, radii_mm}, tumours
+    [{center_mm, radii_mm, diameter_mm, contrast_hu (> 0 darker than the liver), surface,
+    rim_hu, core_hu, voxels}] (world RAS mm; ``voxels`` = labelled voxels, 0 for a tumour lost
+    to coarse sampling), noise_sigma, kernel (soft, sharp), axcodes, seed and size.
     """
     check_int("case_id", case_id, 0)
     check_int("seed", seed, 0)
@@ -75,7 +76,10 @@ def generate_case(
     paint_organ(an, g, hu, an["spleen"], an["spleen_hu"], an["spleen_tex"])
     counts = paint_liver(an, g, hu, lab)
     paint_skeleton(an, g, hu, lab)
-    sigma, corr = rng.uniform(10, 25), rng.uniform(0.4, 0.8)
+    # Reconstruction kernel: a soft one (smooth, low noise) or a sharp one (fine, strong noise).
+    kernel = "soft" if rng.random() < 0.5 else "sharp"
+    sigma, corr = (rng.uniform(8, 15), rng.uniform(0.7, 1.0)) if kernel == "soft" else (
+        rng.uniform(18, 32), rng.uniform(0.3, 0.5))  # fmt: skip
     add_noise(hu, g, sigma, corr, np.random.default_rng([seed, case_id, size]))
     ct = np.clip(np.rint(hu), *HU_RANGE).astype(np.int16)
     axcodes = FILE_AXCODES[int(rng.integers(len(FILE_AXCODES)))]
@@ -87,17 +91,23 @@ def generate_case(
             "center_mm": list(tm["e"][:3]),
             "radii_mm": list(tm["e"][3:6]),
             "contrast_hu": tm["contrast"],
+            "diameter_mm": 2 * float(np.cbrt(np.prod(tm["e"][3:6]))),
+            "surface": tm["surface"],
+            "rim_hu": tm["rim_hu"],
+            "core_hu": tm["core_hu"],
             "voxels": n,
         }
         for tm, n in zip(an["tumours"], counts, strict=True)
     ]
     truth = {
+        "phase": an["phase"],
         "liver_hu": an["liver_hu"],
         "spleen_hu": an["spleen_hu"],
         "kidney_hu": an["kidney_hu"],
         "spleen": {"center_mm": list(an["spleen"][:3]), "radii_mm": list(an["spleen"][3:6])},
         "tumours": tumours,
         "noise_sigma": sigma,
+        "kernel": kernel,
         "axcodes": axcodes,
         "seed": seed,
         "size": size,

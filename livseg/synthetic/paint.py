@@ -88,6 +88,10 @@ def paint_liver(an: dict, g: Grid, hu: np.ndarray, lab: np.ndarray) -> list[int]
             dt = dt + np.float32(tm["wobble"] / 1.7) * np.sin(arg + ph).astype(np.float32)
         alpha = 1 / (1 + np.exp(np.clip(dt / tm["edge"], -50, 50)))  # blurred edge
         inner = an["liver_hu"] - tm["contrast"] + tm["tex_amp"] * tm["tex"](tx, ty, tz)
+        if tm["rim_hu"]:  # enhancing rim inside the edge, necrotic core deeper in
+            rim = np.exp(-(((dt + tm["rim_mm"] / 2) / (tm["rim_mm"] / 2)) ** 2))
+            core = 1 / (1 + np.exp(np.clip((dt + tm["core_depth"]) / 1.5, -50, 50)))
+            inner = inner + tm["rim_hu"] * rim - tm["core_hu"] * core
         val[b] = val[b] * (1 - alpha) + alpha * inner
         grown = (alpha > 0.5) & (d[b] < 0)
         tumour[b] |= grown

@@ -1,5 +1,6 @@
 """Distribution and entry points on real clusters: a killed training worker on a multi-node
-``ray.cluster_utils.Cluster``, and ``ray start --head`` + ``ray job submit`` of jobs/train.py."""
+``ray.cluster_utils.Cluster``, and ``ray start --head`` + ``ray job submit`` of the preprocess,
+train and evaluate jobs with token authentication."""
 
 from __future__ import annotations
 
@@ -91,8 +92,10 @@ def test_killed_worker_resumes_from_last_checkpoint(cluster, tmp_path):
     assert row["epochs"] == 4
 
 
-def test_ray_job_submit_runs_training(cluster, tmp_path):
-    _, shards = cluster
+def test_ray_job_submit_runs_preprocess_train_evaluate(cluster, tmp_path):
+    """The three jobs as a user submits them to a `ray start --head` cluster with token auth."""
+    _, fixture_shards = cluster
+    raw = str(Path(fixture_shards).parent / "raw")
     dashboard = free_port()
     # The secure path the README shows: token auth on; the CLI finds ~/.ray/auth_token.
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_AUTH_MODE": "token"}
@@ -121,16 +124,28 @@ def test_ray_job_submit_runs_training(cluster, tmp_path):
                 alive = head.poll() is None
                 assert time.time() < deadline and alive, (tmp_path / "head.log").read_text()[-3000:]
                 time.sleep(1)
-        job = subprocess.run(
-            [sys.executable, "-m", "ray.scripts.scripts", "job", "submit", "--address", url,
-             "--working-dir", str(ROOT), "--", "python", "jobs/train.py", "--data", shards,
-             "--arch", "unet-resnet34", "--epochs", "1", "--workers", "1",
-             "--storage", str(tmp_path / "runs"), "--name", "submitted"],
-            env=env, capture_output=True, text=True, timeout=900,
-        )  # fmt: skip
-        assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
-        assert "best checkpoint" in job.stdout
+
+        def submit(*job_args: str) -> str:
+            job = subprocess.run(
+                [sys.executable, "-m", "ray.scripts.scripts", "job", "submit", "--address", url,
+                 "--working-dir", str(ROOT), "--", "python", *job_args],
+                env=env, capture_output=True, text=True, timeout=900,
+            )  # fmt: skip
+            assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+            return job.stdout
+
+        shards = str(tmp_path / "shards")
+        out = submit("jobs/preprocess.py", "--input", raw, "--output", shards, "--size", "64",
+                     "--context", "1")  # fmt: skip
+        assert "cases ok 6, failed 0" in out and (tmp_path / "shards" / "preprocess.json").is_file()
+        runs = str(tmp_path / "runs")
+        out = submit("jobs/train.py", "--data", shards, "--arch", "unet-resnet34", "--epochs", "1",
+                     "--workers", "1", "--storage", runs, "--name", "submitted")  # fmt: skip
         assert (tmp_path / "runs" / "submitted" / "comparison.csv").is_file()
+        checkpoint = out.split("unet-resnet34: best checkpoint ", 1)[1].split()[0]
+        out = submit("jobs/evaluate.py", "--model", checkpoint, "--data", shards,
+                     "--out", str(tmp_path / "eval"), "--mc", "10")  # fmt: skip
+        assert (tmp_path / "eval" / "report.html").is_file() and "report: " in out
     finally:
         if head.poll() is None:
             os.killpg(head.pid, signal.SIGTERM)  # only the processes of the head we started

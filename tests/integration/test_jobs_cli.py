@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from job_helpers import free_port
+
 from livseg import registry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +44,8 @@ def test_main_job_runs_on_embedded_defaults(tmp_path):
     work = tmp_path / "work"
     done = _run("jobs/pipeline.py", "--work", str(work), "--cases", "4", "--size", "64",
                 "--set", "volume_size=32,32,32", "--epochs", "1", "--volume-epochs", "1",
-                "--samples", "2", "--sweep-epochs", "1", timeout=900)  # fmt: skip
+                "--samples", "2", "--sweep-epochs", "1", "--serve-port", str(free_port()),
+                timeout=900)  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     out = done.stdout
     assert "cases ok 4, failed 0" in out
@@ -52,6 +55,8 @@ def test_main_job_runs_on_embedded_defaults(tmp_path):
         assert f"\n{arch} " in out  # the printed comparison table
         assert f"\n{arch}:  case" in out  # its per-case test Dice
     assert "\nunet-resnet34 (tuned):  case" in out  # the sweep's best is evaluated too
+    assert "\ncascade:  case" in out  # the two-stage model too
+    assert (work / "shards-roi" / "preprocess.json").is_file()
     assert (work / "evaluation" / "report.html").is_file()
     assert "report: " in out and "chosen loss weights: dice=" in out
     sweep_rows = (work / "sweeps" / "pipeline" / "sweep.csv").read_text().splitlines()
@@ -59,13 +64,24 @@ def test_main_job_runs_on_embedded_defaults(tmp_path):
     # Every trained model and the sweep's best are registered with their test metrics; the
     # current one is the best on validation among those scored on the same cases and grid.
     cards = registry.list_versions(str(work / "models"), "livseg")
-    assert len(cards) == 4 and all(c["test_metrics"]["split"] == "test" for c in cards)
+    assert len(cards) == 5 and all(c["test_metrics"]["split"] == "test" for c in cards)
     assert all(0 <= c["test_metrics"]["liver_dice_mean"] <= 1 for c in cards)
     slices = [c for c in cards if c["validation"]["grid"] == [64, 64]]
     assert len(slices) == 3 and {c["arch"] for c in cards} == {"unet", "unet-resnet34", "vnet"}
+    # The cascade's validation was measured on original grids: registered, never compared.
+    bundle = [c for c in cards if c["validation"]["grid"] == "original"]
+    assert len(bundle) == 1 and bundle[0]["parent"] == {"pipeline": "cascade"}
+    assert (work / "models" / "livseg" / bundle[0]["version"] / "tumour" / "model.pt").is_file()
     current = registry.current(str(work / "models"), "livseg")
     assert current["value"] == max(c["value"] for c in slices)
     assert f"current model: livseg {current['version']}" in out
+    # The hospital's use: the generated archive went through the Serve app (token on).
+    assert "through the Serve app at http://127.0.0.1:" in out
+    assert "nightly archive: segmented 4, not selected 1, failed 1" in out  # corrupt: reported
+    night = work / "archive-out"
+    assert len(list((night / "masks").glob("*.nii.gz"))) == 4
+    assert (night / "summary.html").is_file() and f"night summary: {night}" in out
+    assert oct((work / "serve-token").stat().st_mode & 0o777) == "0o600"
     # Tune's status tables stay off the console: one line per trial event instead.
     assert "Trial status" not in out and "Configuration for experiment" not in out
     assert out.count(" started (") == 2 and "Running Dataset" not in out
