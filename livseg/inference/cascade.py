@@ -18,8 +18,8 @@ import numpy as np
 
 from livseg.data import liver_box
 from livseg.errors import UsageError
-from livseg.inference.lesions import LesionRule, clean_lesions
-from livseg.inference.postprocess import keep_liver_components
+from livseg.inference.lesions import LesionRule
+from livseg.inference.postprocess import postprocess_labels
 from livseg.inference.segmenter import Segmentation, Segmenter
 from livseg.io import storage
 
@@ -73,9 +73,7 @@ class Cascade:
             if probs is not None:
                 probs[(slice(None), *box)] = second.probs
         if postprocess:
-            labels = keep_liver_components(labels)
-            if spacing is not None:
-                labels = clean_lesions(labels, spacing, lesion_rule or self.lesion_rule)
+            labels = postprocess_labels(labels, spacing, lesion_rule or self.lesion_rule)
         return Segmentation(labels, probs, certainty)
 
 

@@ -6,6 +6,7 @@ import numpy as np
 from scipy import ndimage
 
 from livseg.data import bounding_box
+from livseg.inference.lesions import LesionRule, clean_lesions
 
 MIN_COMPONENT_FRACTION = 0.1  # liver components smaller than this × the largest are dropped
 
@@ -28,3 +29,12 @@ def keep_liver_components(
     out = labels.copy()
     out[box] = np.where(keep[comp], labels[box], 0)
     return out
+
+
+def postprocess_labels(
+    labels: np.ndarray, spacing: tuple[float, float, float] | None, rule: LesionRule
+) -> np.ndarray:
+    """The Segmenter's (and the Cascade's) post-processing of (X, Y, Z) labels: liver
+    components, then, given the voxel spacing in mm, the lesion rule."""
+    labels = keep_liver_components(labels)
+    return labels if spacing is None else clean_lesions(labels, spacing, rule)

@@ -37,8 +37,8 @@ from livseg.data import (
     volume_grid,
     zscore,
 )
-from livseg.inference.lesions import LesionRule, clean_lesions
-from livseg.inference.postprocess import keep_liver_components
+from livseg.inference.lesions import LesionRule
+from livseg.inference.postprocess import postprocess_labels
 from livseg.train import is_volumetric, load_checkpoint, memory_format
 
 
@@ -168,7 +168,5 @@ class Segmenter:
         predict = self._predict_3d if self.volumetric else self._predict_2d
         labels, probs, certainty = predict(hu, keep_probs)  # binary: 1 = liver incl. tumour
         if postprocess:
-            labels = keep_liver_components(labels)
-            if spacing is not None:
-                labels = clean_lesions(labels, spacing, lesion_rule or self.lesion_rule)
+            labels = postprocess_labels(labels, spacing, lesion_rule or self.lesion_rule)
         return Segmentation(labels, probs, certainty)
