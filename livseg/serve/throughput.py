@@ -1,6 +1,6 @@
 """Inference throughput side by side: the model alone, the Segmenter called directly, and the
 same studies through the Serve app. Same model, studies, batch size, warm-up and repeats
-(``livseg.benchmark_serving`` runs them on generated studies).
+(``livseg.benchmarks.inference`` runs them on generated studies).
 
 - ``model``: forward passes of device-resident random slabs (the ceiling; no pre/post work);
 - ``direct``: one process reads each study, segments it (preprocessing on the model's device,
@@ -10,7 +10,7 @@ same studies through the Serve app. Same model, studies, batch size, warm-up and
 - ``serve``: ``POST /v1/segment-uri`` for the same studies, ``concurrency`` in flight, so the
   replica decodes one study while the model runs another.
 
-Each figure is the median of ``repeats`` timed windows (min and max beside it).
+Each figure is the median of ``repeats`` timed windows (min, max and the windows beside it).
 """
 
 from __future__ import annotations
@@ -27,11 +27,13 @@ from livseg.inference import Segmenter, analyse_study, thumbnail_png
 from livseg.io import read_volume, storage, write_mask
 
 
-def _summary(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+def _summary(values: list[float]) -> dict[str, Any]:
+    """Median, min and max, and the windows themselves (for ratios of paired windows)."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "windows": list(values)}  # fmt: skip
 
 
-def model_rate(segmenter: Segmenter, slices: int, repeats: int) -> dict[str, float]:
+def model_rate(segmenter: Segmenter, slices: int, repeats: int) -> dict[str, Any]:
     """Slices/s of the model alone on device-resident slabs of the Segmenter's batch size."""
     import torch
 

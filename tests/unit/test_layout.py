@@ -23,6 +23,8 @@ ALLOWED = {
     "evaluate": {"io", "data", "train", "inference", "registry"},
     "serve": {"io", "data", "train", "inference", "registry"},
     "archive": {"io", "inference", "registry", "serve"},
+    # Measures every stage against its plain baseline; nothing imports it.
+    "benchmarks": {"io", "synthetic", "data", "train", "inference", "evaluate", "serve", "archive"},
 }
 HELPERS = {"errors", "config", "runtime", "figures"}  # top-level modules every stage may use
 
