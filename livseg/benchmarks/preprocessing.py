@@ -89,6 +89,7 @@ def case_peak_memory(row: dict[str, Any], cfg_dict: dict[str, Any]) -> dict[str,
     decoded = int(volume.array.nbytes)
     del volume, labels
     _both_passes(row, cfg_dict)
+    _trim_heap()  # else the warm-up's freed heap holds the next run's arrays: no growth shows
     before = _status_bytes("VmRSS")
     try:  # Linux: reset the high-water mark to the current RSS, so the peak is this run's
         Path("/proc/self/clear_refs").write_text("5")
@@ -101,9 +102,20 @@ def case_peak_memory(row: dict[str, Any], cfg_dict: dict[str, Any]) -> dict[str,
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
     if imports is None or before is None or peak <= before:
         raise RuntimeError(f"no usable peak-memory reading ({method}: before {before}, "
-                           f"peak {peak}); this platform cannot measure it")  # fmt: skip
+                           f"peak {peak}): the measured run did not raise the peak")  # fmt: skip
     return {"imports": imports, "before": before, "peak": peak, "decoded": decoded,
             "method": method}  # fmt: skip
+
+
+def _trim_heap() -> None:
+    """Return freed heap memory to the OS (glibc ``malloc_trim``; elsewhere nothing)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _both_passes(row: dict[str, Any], cfg_dict: dict[str, Any]) -> int:
@@ -125,7 +137,7 @@ def peak_memory(raw: str, cfg: PreprocessConfig, repeats: int) -> dict[str, Any]
     (imports) is reported beside it."""
     import ray
 
-    measure = ray.remote(max_calls=1, num_cpus=1)(case_peak_memory)
+    measure = ray.remote(max_calls=1, num_cpus=1, max_retries=0)(case_peak_memory)
     largest = max(discover_cases(raw), key=lambda c: _file_bytes(c.image_uri))
     rows = ray.get([measure.remote(case_item(largest), to_dict(cfg)) for _ in range(repeats)])
     mb = 1e6
