@@ -10,8 +10,8 @@ Ray Data writes and reads these files through ``data.datasets``.
 
 from __future__ import annotations
 
+import hashlib
 import json
-import uuid
 from typing import Any
 
 import numpy as np
@@ -82,19 +82,30 @@ def table_bytes(table: pa.Table) -> bytes:
 
 
 def write_split_tables(root: str, table: pa.Table) -> dict[str, int]:
-    """Write the rows of ``table`` to ``root/<split>/<uuid>.parquet`` by its ``split`` column.
+    """Write the rows of ``table`` to ``root/<split>/<rows>.parquet`` by its ``split`` column.
 
     One file per split present; each written atomically. Returns rows written per split.
+    The name is a digest of the rows' keys (case id, slice index), so a write Ray repeats
+    (a retried task, or one re-run because its result was lost with a node) replaces its own
+    file instead of adding a copy of the rows beside it.
     """
     import pyarrow.compute as pc
 
     counts = {}
     for split in pc.unique(table.column("split")).to_pylist():
         part = table.filter(pc.equal(table.column("split"), split)).drop_columns(["split"])
-        name = f"{uuid.uuid4().hex}.parquet"
-        storage.write_bytes(storage.join(root, split, name), table_bytes(part))
+        storage.write_bytes(storage.join(root, split, _rows_name(part)), table_bytes(part))
         counts[split] = len(part)
     return counts
+
+
+def _rows_name(part: pa.Table) -> str:
+    """``<digest>.parquet`` from the key columns of the rows (distinct rows, distinct names)."""
+    digest = hashlib.sha256()
+    for name in ("case_id", "slice_index"):
+        if name in part.column_names:
+            digest.update(np.ascontiguousarray(part.column(name).to_numpy()).tobytes())
+    return f"{digest.hexdigest()[:32]}.parquet"
 
 
 def read_record(uri: str) -> dict[str, Any]:

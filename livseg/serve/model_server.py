@@ -129,11 +129,13 @@ class ModelServer:
         return outside
 
     def info(self) -> dict:
-        """The model's facts plus this replica's actor name (for operators and tests)."""
+        """The model's facts plus this replica's actor name and node (for operators and tests)."""
+        import ray
         from ray import serve
 
         replica = serve.get_replica_context().replica_id.to_full_id_str()
-        return {**self.loaded.info, "replica": replica}
+        node = ray.get_runtime_context().get_node_id()
+        return {**self.loaded.info, "replica": replica, "node": node}
 
     def _analyse(self, volume) -> tuple:
         loaded = self.loaded

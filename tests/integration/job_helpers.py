@@ -1,5 +1,5 @@
-"""Shared by integration tests: run a job in-process, check a written report, free ports, and
-run a job as its own process with a private Ray instance (to kill it)."""
+"""Shared by integration tests: run a job in-process, check a written report, free ports, run
+a job as its own process with a private Ray instance (to kill it), and multi-node clusters."""
 
 from __future__ import annotations
 
@@ -93,3 +93,46 @@ def private_ray():
             except OSError:
                 pass
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+@contextmanager
+def node_cluster(workers: int = 2):
+    """A ``ray.cluster_utils.Cluster``: a head without CPUs (so every task and replica runs on
+    a worker node a test can remove) and ``workers`` 1-CPU nodes, this process connected to it.
+    The session's local Ray instance comes back afterwards."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    had_session = ray.is_initialized()
+    ray.shutdown()
+    nodes = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False}
+    )
+    try:
+        for _ in range(workers):
+            nodes.add_node(num_cpus=1)
+        ray.init(address=nodes.address, log_to_driver=False)
+        yield nodes
+    finally:
+        ray.shutdown()
+        nodes.shutdown()
+        if had_session:
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+
+
+def node_pids(node, title: bytes) -> list[int]:
+    """PIDs of the worker processes ``node``'s raylet started whose command line (Ray sets it
+    to ``ray::<task or actor>``) contains ``title``."""
+    raylets = {info.process.pid for info in node.all_processes.get("raylet", [])}
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid in raylets and title in cmdline:
+            pids.append(int(proc.name))
+    return pids

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from job_helpers import free_port
+from job_helpers import free_port, node_cluster, node_pids
 
 from livseg.data import PreprocessConfig, preprocess
 from livseg.synthetic import write_dataset
@@ -28,47 +28,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """A head (no CPUs) and two 1-CPU worker nodes; the session's local Ray comes back after."""
-    import ray
-    from ray.cluster_utils import Cluster
-
-    had_session = ray.is_initialized()
-    ray.shutdown()
-    nodes = Cluster(
-        initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False}
-    )
-    nodes.add_node(num_cpus=1)
-    nodes.add_node(num_cpus=1)
-    ray.init(address=nodes.address, log_to_driver=False)
-    root = tmp_path_factory.mktemp("cluster-data")
-    write_dataset(root / "raw", 6, seed=21, size=64)
-    preprocess(str(root / "raw"), str(root / "shards"), PreprocessConfig(size=64, context=1))
-    yield nodes, str(root / "shards")
-    ray.shutdown()
-    nodes.shutdown()
-    if had_session:
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    """A head (no CPUs) and two 1-CPU worker nodes, with 6 preprocessed cases at 64²."""
+    with node_cluster(workers=2) as nodes:
+        root = tmp_path_factory.mktemp("cluster-data")
+        write_dataset(root / "raw", 6, seed=21, size=64)
+        preprocess(str(root / "raw"), str(root / "shards"), PreprocessConfig(size=64, context=1))
+        yield nodes, str(root / "shards")
 
 
 def _train_worker_pids(nodes) -> list[int]:
     """PIDs of RayTrainWorker processes started by this cluster's raylets (nobody else's)."""
-    raylets = {
-        info.process.pid
-        for node in nodes.list_all_nodes()
-        for info in node.all_processes.get("raylet", [])
-    }
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes()
-            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid in raylets and b"RayTrainWorker" in cmdline:
-            pids.append(int(proc.name))
-    return pids
+    return [pid for node in nodes.list_all_nodes() for pid in node_pids(node, b"RayTrainWorker")]
 
 
 def test_killed_worker_resumes_from_last_checkpoint(cluster, tmp_path):
