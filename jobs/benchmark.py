@@ -37,10 +37,12 @@ def parser() -> argparse.ArgumentParser:
     size.add_argument("--tiny", action="store_true",
                       help="test inputs: seconds per stage, figures not meaningful")  # fmt: skip
     p.add_argument("--gpu", action="store_true", help="train and infer on a GPU (256², batch 128)")
-    p.add_argument("--repeats", type=int, default=3, help="timed windows per figure (>= 3)")
+    p.add_argument(
+        "--repeats", type=int, default=3, help="timed windows per figure, >= 3 (default 3)"
+    )
     p.add_argument("--data", help="preprocess this LiTS folder or s3:// prefix instead")
-    p.add_argument("--out", default=DEFAULT_OUT,
-                   help="JSON file (local or s3://); the plot goes beside it as .png")  # fmt: skip
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"JSON file, local or s3:// (default "
+                   f"{DEFAULT_OUT}); the plot goes beside it as .png")  # fmt: skip
     return p
 
 

@@ -1,7 +1,8 @@
 """The main job: every stage on embedded defaults (local Ray, ./livseg-work, CPU, generated data).
 
-    python jobs/pipeline.py [--work DIR] [--cases 24] [--epochs 3] [--steps-per-epoch 80]
-        [--volume-epochs 16] [--samples 2] [--sweep-epochs 2] [--data LITS_DIR]
+    python jobs/pipeline.py [--work DIR] [--cases 24] [--size 128] [--epochs 3]
+        [--steps-per-epoch 80] [--volume-epochs 16] [--samples 2] [--sweep-epochs 2]
+        [--data LITS_DIR | s3://PREFIX] [--address ADDR] [--gpu]
 
 Stages: generate LiTS-like cases → preprocess them into Parquet shards with Ray Data → train
 the study's architectures briefly with Ray Train → a cascade (the unet-resnet34 places the liver
@@ -11,7 +12,8 @@ sweep's best on the test split (LiTS metrics, report.html) → register them all
 makes the best on validation current → start the Serve app (bearer token) with the current
 model and run the nightly archive job on a generated hospital archive through it.
 Rerunning resumes: generated cases, finished shards, training runs, the sweep and registered
-versions are kept.
+versions are kept. On a cluster (--address), every node must reach --work and --data: give
+s3:// prefixes (generated cases are written locally, so bring --data).
 """
 
 from __future__ import annotations
@@ -32,21 +34,28 @@ SIZE, VOLUME_GRID = 128, "32,32,32"
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--work", default="livseg-work", help="work folder or s3:// prefix")
+    p.add_argument(
+        "--work", default="livseg-work", help="work folder or s3:// prefix (default livseg-work)"
+    )
     p.add_argument("--cases", type=int, default=24, help="generated cases (default 24)")
-    p.add_argument("--data", help="use this LiTS-layout folder instead of generated cases")
+    p.add_argument("--data", help="use this LiTS-layout folder or s3:// prefix instead of "
+                   "generated cases")  # fmt: skip
     p.add_argument("--arch", action="append", help="architectures to train (default: the "
                    "study's unet, unet-resnet34, vnet)")  # fmt: skip
     p.add_argument("--epochs", type=int, default=3, help="epochs of 2-D models (default 3)")
     p.add_argument("--steps-per-epoch", type=int, default=80,
                    help="batches of 8 slices per 2-D epoch, 0: all (default 80)")  # fmt: skip
     p.add_argument("--volume-epochs", type=int, default=16,
-                   help="epochs of 3-D models, 8 steps on 15 volumes (default 16)")  # fmt: skip
+                   help="epochs of 3-D models over all training volumes (default 16)")  # fmt: skip
     p.add_argument("--samples", type=int, default=2, help="sweep trials (default 2)")
     p.add_argument("--sweep-epochs", type=int, default=2, help="epochs per trial (default 2)")
     p.add_argument("--serve-port", type=int, default=8000,
                    help="port of the Serve app the nightly run uses (default 8000)")  # fmt: skip
-    cli.preprocess_flags(p, size=SIZE)
+    p.add_argument("--address", help="Ray cluster to run on (default: RAY_ADDRESS, else a "
+                   "local instance)")  # fmt: skip
+    p.add_argument("--gpu", action="store_true", help="train on every GPU of the cluster "
+                   "(one DDP worker each, bf16) and serve with one GPU per replica")  # fmt: skip
+    cli.preprocess_flags(p, size=SIZE, roi=False)
     return p
 
 
@@ -55,6 +64,7 @@ def main(args: argparse.Namespace) -> int:
 
     from livseg.data import format_summary, preprocess
     from livseg.io import storage
+    from livseg.runtime import init_ray
     from livseg.synthetic import write_dataset
     from livseg.train import STUDY_ARCHS, TrainConfig, fit, format_comparison, is_volumetric
 
@@ -62,7 +72,12 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"--cases {args.cases}: need at least 3 (one per split)")
     cfg = cli.preprocess_config(args, volume_size=VOLUME_GRID)
     if cfg.roi:
-        raise UsageError("--roi: the main job makes its ROI shards for the cascade itself")
+        raise UsageError("roi: the main job makes its ROI shards for the cascade itself")
+    init_ray(args.address)
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    if args.gpu and not gpus:
+        raise UsageError("--gpu: the Ray cluster has no GPU; drop --gpu, or give --address of a "
+                         "cluster with GPU nodes")  # fmt: skip
     raw = args.data or storage.join(args.work, "raw")
     if not args.data:
         if storage.is_s3(raw):
@@ -79,9 +94,11 @@ def main(args: argparse.Namespace) -> int:
     print(f"[3/8] training {', '.join(archs)} with Ray Train ({args.epochs} epochs, 3-D models "
           f"{args.volume_epochs} on the {grid} grid)", flush=True)  # fmt: skip
     # One worker with every CPU is the fastest CPU setup; the recipe is the quality test's.
+    # With --gpu: one worker per GPU, a CPU each (the rest feed them through Ray Data).
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     train_cfg = TrainConfig(
-        data=shards, epochs=args.epochs, lr=1e-3, workers=1, cpus_per_worker=cpus,
+        data=shards, epochs=args.epochs, lr=1e-3, workers=gpus if args.gpu else 1,
+        cpus_per_worker=1 if args.gpu else cpus, gpu=args.gpu,
         storage=storage.join(args.work, "runs"), name="pipeline", patience=args.epochs,
     )  # fmt: skip
     # The V-Net learns slowly at the 2-D models' rate: at 2e-3 it passed validation liver
@@ -94,7 +111,7 @@ def main(args: argparse.Namespace) -> int:
     print(format_comparison(rows))
     cascade = _cascade(args, raw, cfg, slice_cfg, rows)
 
-    best = _sweep(args, train_cfg, cpus)
+    best = _sweep(args, train_cfg, cpus, gpus if args.gpu else 0)
     # 2-D models first: the first version becomes current, and only a model validated on the
     # same grid can replace it (the V-Net's 3-D grid scores are not comparable).
     candidates = [(r["arch"], r["checkpoint"]) for r in rows if not is_volumetric(r["arch"])]
@@ -166,7 +183,8 @@ def _archive(args: argparse.Namespace, cfg, entry: str) -> dict:
     with os.fdopen(os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
         f.write(token)  # readable by this user only from the start
     roots = (storage.absolute(archive), storage.absolute(output))  # what replicas may touch
-    settings = ServeSettings(model=entry, port=args.serve_port, roots=roots)
+    settings = ServeSettings(model=entry, port=args.serve_port, roots=roots,
+                             gpus_per_replica=1.0 if args.gpu else 0.0)  # fmt: skip
     url = start_app(settings, token=token)
     print(f"[8/8] nightly archive {archive} → {output} through the Serve app at {url} "
           f"(bearer token in {token_file})", flush=True)  # fmt: skip
@@ -178,7 +196,7 @@ def _archive(args: argparse.Namespace, cfg, entry: str) -> dict:
     return {**night, "output": output}
 
 
-def _sweep(args: argparse.Namespace, train_cfg, cpus: int) -> dict:
+def _sweep(args: argparse.Namespace, train_cfg, cpus: int, gpus: int) -> dict:
     from livseg.io import storage
     from livseg.tune import DRIVER_CPU, SweepConfig, format_best, format_table, parse_space, sweep
 
@@ -186,12 +204,13 @@ def _sweep(args: argparse.Namespace, train_cfg, cpus: int) -> dict:
           f"short trials, ASHA)", flush=True)  # fmt: skip
     sweep_train = replace(
         train_cfg, arch="unet-resnet34", epochs=args.sweep_epochs, steps_per_epoch=15,
-        patience=args.sweep_epochs, cpus_per_worker=cpus - DRIVER_CPU,  # the trial's driver
+        patience=args.sweep_epochs, workers=1,  # on GPUs: one trial per GPU at once
+        cpus_per_worker=1 if gpus else cpus - DRIVER_CPU,  # the trial's driver needs one
     )  # fmt: skip
     # Short trials learn faster at a higher rate than the study's 1e-4: search around 1e-3.
     sweep_cfg = SweepConfig(
         name="pipeline", storage=storage.join(args.work, "sweeps"), samples=args.samples,
-        max_concurrent=1, grace_period=1, reduction_factor=2, seed=train_cfg.seed,
+        max_concurrent=max(gpus, 1), grace_period=1, reduction_factor=2, seed=train_cfg.seed,
         space=parse_space("lr=3e-4:3e-3:log"),
     )  # fmt: skip
     out = sweep(sweep_train, sweep_cfg)

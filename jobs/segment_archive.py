@@ -37,7 +37,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list what would be segmented")
     p.add_argument("--max-in-flight", type=int, help="studies in flight at once (default 4)")
     p.add_argument("--timeout", type=float, help="seconds one study may take (default 3600)")
-    p.add_argument("--gpu", action="store_true", help="the app this job starts: a GPU/replica")
+    p.add_argument("--gpu", action="store_true",
+                   help="one GPU per replica of the app this job starts")  # fmt: skip
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local)")
     return p
 

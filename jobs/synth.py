@@ -22,7 +22,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
     p.add_argument("--size", type=int, default=128, help="in-plane voxels (default 128)")
     p.add_argument("--start", type=int, default=0, help="first case id (default 0)")
-    p.add_argument("--layout", choices=LAYOUTS, default="flat", help="file layout")
+    p.add_argument("--layout", choices=LAYOUTS, default="flat", help="file layout (default flat)")
     p.add_argument("--dicom", action="store_true", help="also write DICOM series")
     return p
 

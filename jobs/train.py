@@ -38,8 +38,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lesion-rule", action="store_true",
                    help="choose lesion post-processing on the validation split")  # fmt: skip
     p.add_argument("--register", action="store_true", help="register the best checkpoints")
-    p.add_argument("--registry", default="livseg-work/models", help="registry folder or s3://")
-    p.add_argument("--model-name", default="livseg", help="registry model name")
+    p.add_argument(
+        "--registry",
+        default="livseg-work/models",
+        help="registry folder or s3:// (default livseg-work/models)",
+    )
+    p.add_argument("--model-name", default="livseg", help="registry model name (default livseg)")
     return p
 
 

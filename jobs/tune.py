@@ -28,20 +28,38 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--samples", type=int, default=8, help="trials to sample (default 8)")
     p.add_argument("--epochs", type=int, help="maximum epochs per trial, ASHA's max_t (default 20)")
-    p.add_argument("--space", default="", help="e.g. dice=0.5:1,gamma=1|2,lr=1e-4:1e-3:log")
+    p.add_argument(
+        "--space",
+        default="",
+        help="e.g. dice=0.5:1,lr=1e-4:1e-3:log (default: dice=0:1,gamma=1|2|3,lr=3e-5:3e-4:log)",
+    )
     p.add_argument("--space-file", help="YAML/JSON mapping key: spec (quote ranges: '0:1')")
     p.add_argument("--max-concurrent", type=int, default=0,
                    help="trials at once (default: as many as the cluster fits)")  # fmt: skip
-    p.add_argument("--grace-period", type=int, default=2, help="epochs before ASHA may stop")
-    p.add_argument("--reduction-factor", type=float, default=3.0, help="ASHA's halving rate")
+    p.add_argument(
+        "--grace-period", type=int, default=2, help="epochs before ASHA may stop (default 2)"
+    )
+    p.add_argument(
+        "--reduction-factor", type=float, default=3.0, help="ASHA's halving rate (default 3)"
+    )
     p.add_argument("--workers", type=int, help="DDP workers per trial (default 2)")
     p.add_argument("--gpu", action="store_true", help="one GPU per worker, NCCL, bf16")
     p.add_argument("--cpus-per-worker", type=float, help="CPUs per worker (default 0.5)")
     p.add_argument("--seed", type=int, default=0, help="seeds sampling and training")
-    p.add_argument("--storage", default="livseg-work/sweeps", help="where sweeps go")
-    p.add_argument("--name", default="sweep", help="sweep name; the same name continues it")
-    p.add_argument("--registry", default="livseg-work/models", help="model registry root")
-    p.add_argument("--model-name", default="livseg", help="registry model name")
+    p.add_argument(
+        "--storage",
+        default="livseg-work/sweeps",
+        help="where sweeps go (default livseg-work/sweeps)",
+    )
+    p.add_argument(
+        "--name", default="sweep", help="sweep name; the same name continues it (default sweep)"
+    )
+    p.add_argument(
+        "--registry",
+        default="livseg-work/models",
+        help="model registry root (default livseg-work/models)",
+    )
+    p.add_argument("--model-name", default="livseg", help="registry model name (default livseg)")
     p.add_argument("--no-register", action="store_true", help="do not register the best trial")
     p.add_argument("--num-cpus", type=float, help="CPUs of a local Ray instance (default: all)")
     cli.set_flag(p, "TrainConfig")

@@ -40,6 +40,13 @@ def run(
         return EXIT_FAILED
 
 
+SET_EXAMPLES = {  # one real key of each config class, for --help
+    "PreprocessConfig": "shard_mb=64",
+    "TrainConfig": "lr=1e-3",
+    "ServeSettings": "max_replicas=2",
+}
+
+
 def set_flag(parser: argparse.ArgumentParser, config: str) -> None:
     """``--config FILE`` and repeatable ``--set KEY=VALUE`` for the config class ``config``."""
     parser.add_argument("--config", help=f"YAML/JSON file with {config} keys")
@@ -48,7 +55,7 @@ def set_flag(parser: argparse.ArgumentParser, config: str) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help=f"override one {config} key, e.g. --set lr=1e-3 (repeatable)",
+        help=f"override one {config} key, e.g. --set {SET_EXAMPLES[config]} (repeatable)",
     )
 
 
@@ -58,17 +65,21 @@ def overrides(args: argparse.Namespace, named: Mapping[str, Any]) -> list[str]:
     return list(args.set) + [f"{k}={v}" for k, v in named.items() if v is not None]
 
 
-def preprocess_flags(parser: argparse.ArgumentParser, size: int = 256) -> None:
+def preprocess_flags(parser: argparse.ArgumentParser, size: int = 256, roi: bool = True) -> None:
     """Flags shared by jobs that preprocess (preprocess.py, pipeline.py); ``size`` is the job's
-    default, shown in ``--help`` and used by :func:`preprocess_config`."""
-    parser.set_defaults(default_size=size)
+    default, shown in ``--help`` and used by :func:`preprocess_config`; ``roi`` offers
+    ``--roi`` (the pipeline makes its ROI shards itself)."""
+    parser.set_defaults(default_size=size, roi=None)
     parser.add_argument("--size", type=int, help=f"in-plane output size in pixels (default {size})")
-    parser.add_argument("--context", type=int, help="neighbouring slices each side (C = 2K+1)")
-    parser.add_argument("--seed", type=int, help="seed for split and slice sampling")
     parser.add_argument(
-        "--roi", action="store_true", default=None,
-        help="crop each case to its liver's box: shards for a cascade's tumour stage",
-    )  # fmt: skip
+        "--context", type=int, help="neighbouring slices each side: C = 2K+1 channels (default 2)"
+    )
+    parser.add_argument("--seed", type=int, help="seed for split and slice sampling (default 0)")
+    if roi:
+        parser.add_argument(
+            "--roi", action="store_true", default=None,
+            help="crop each case to its liver's box: shards for a cascade's tumour stage",
+        )  # fmt: skip
     set_flag(parser, "PreprocessConfig")
 
 

@@ -14,8 +14,8 @@ from livseg import registry
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+def _run(*args: str, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", **(env or {})}
     return subprocess.run(
         [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )
@@ -30,6 +30,11 @@ def test_bad_arguments_exit_2_with_a_message(tmp_path):
     assert bad_key.returncode == 2 and "unknown PreprocessConfig key" in bad_key.stderr
     layout = _run("jobs/synth.py", "--out", str(tmp_path), "--cases", "1", "--layout", "zip")
     assert layout.returncode == 2
+    # --gpu on a cluster without GPUs (hidden from Ray here, as on CI): refused before any work
+    no_gpu = _run("jobs/pipeline.py", "--gpu", "--work", str(tmp_path / "w"),
+                  env={"CUDA_VISIBLE_DEVICES": ""})  # fmt: skip
+    assert no_gpu.returncode == 2 and "--gpu: the Ray cluster has no GPU" in no_gpu.stderr
+    assert not (tmp_path / "w").exists()
 
 
 def test_synth_writes_kaggle_layout(tmp_path):

@@ -71,3 +71,56 @@ def test_help_shows_the_size_the_job_uses(job, size, tmp_path):
         [*required, "--config", str(config), "--set", "size=64", "--size", "32"]
     )
     assert cli.preprocess_config(args).size == 32 and cli.preprocess_config(args).context == 1
+
+
+JOBS = ("preprocess", "train", "tune", "evaluate", "registry", "serve", "segment_archive",
+        "synth", "benchmark", "pipeline")  # fmt: skip
+
+
+def _config_defaults(job: str) -> dict:
+    """Field defaults of the config class whose keys a job's unset flags fall back to."""
+    import dataclasses
+
+    from livseg.archive import ArchiveConfig
+    from livseg.data import PreprocessConfig
+    from livseg.serve import ServeSettings
+    from livseg.train import TrainConfig
+
+    config = {
+        "preprocess": PreprocessConfig, "pipeline": PreprocessConfig, "train": TrainConfig,
+        "tune": TrainConfig, "serve": ServeSettings, "segment_archive": ArchiveConfig,
+    }  # fmt: skip
+    if job not in config:
+        return {}
+    fields = {f.name: f.default for f in dataclasses.fields(config[job])}
+    return {**fields, "timeout": fields.get("timeout_s")}  # --timeout sets timeout_s
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_help_states_the_defaults_the_code_uses(job):
+    """Every flag with a default says so in --help, and a stated ``(default X)`` is the value
+    the job really uses (its argparse default, or the config field an unset flag leaves)."""
+    import re
+
+    parser = _job(job).parser()
+    fields = _config_defaults(job)
+    checked = 0
+    for action in parser._actions:
+        text = " ".join((action.help or "").split())
+        if action.default not in (None, False, [], "", argparse.SUPPRESS):
+            assert "default" in text, f"{job} {action.option_strings}: {action.default!r} unsaid"
+        stated = re.search(r"\(default ([^()\s]+)\)", text)
+        if not stated:
+            continue
+        used = action.default
+        if used is None:
+            used = parser.get_default("default_size") if action.dest == "size" else None
+            used = fields.get(action.dest) if used is None else used
+        said = stated.group(1).strip("'")
+        try:
+            assert float(said) == float(used), f"{job} --{action.dest}: says {said}, uses {used}"
+        except (TypeError, ValueError):
+            assert said == str(used), f"{job} --{action.dest}: says {said}, uses {used}"
+        checked += 1
+    if job != "registry":  # subcommands: its flags live in the subparsers
+        assert checked, f"{job}: no stated default was checked"
