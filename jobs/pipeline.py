@@ -7,10 +7,11 @@
 Stages: generate LiTS-like cases → preprocess them into Parquet shards with Ray Data → train
 the study's architectures briefly with Ray Train → a cascade (the unet-resnet34 places the liver
 box, a second one trained on liver-ROI shards segments liver and tumour inside it) → sweep the
-loss weights of unet-resnet34 with Ray Tune → evaluate every trained model, the cascade and the
-sweep's best on the test split (LiTS metrics, report.html) → register them all; the registry
-makes the best on validation current → start the Serve app (bearer token) with the current
-model and run the nightly archive job on a generated hospital archive through it.
+loss weights with Ray Tune (short trials fine-tuning the trained unet-resnet34) → evaluate
+every trained model, the cascade and the sweep's best on the test split (LiTS metrics,
+report.html) → register them all; the registry makes the best on validation current → start
+the Serve app (bearer token) with the current model and run the nightly archive job on a
+generated hospital archive through it; one summary at the end.
 Rerunning resumes: generated cases, finished shards, training runs, the sweep and registered
 versions are kept. On a cluster (--address), every node must reach --work and --data: give
 s3:// prefixes (generated cases are written locally, so bring --data).
@@ -64,7 +65,7 @@ def main(args: argparse.Namespace) -> int:
 
     from livseg.data import format_summary, preprocess
     from livseg.io import storage
-    from livseg.runtime import init_ray
+    from livseg.runtime import init_ray, largest_node_cpus
     from livseg.synthetic import write_dataset
     from livseg.train import STUDY_ARCHS, TrainConfig, fit, format_comparison, is_volumetric
 
@@ -72,7 +73,8 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"--cases {args.cases}: need at least 3 (one per split)")
     cfg = cli.preprocess_config(args, volume_size=VOLUME_GRID)
     if cfg.roi:
-        raise UsageError("roi: the main job makes its ROI shards for the cascade itself")
+        raise UsageError("roi: the main job makes its ROI shards for the cascade itself; remove "
+                         "roi from --config/--set")  # fmt: skip
     init_ray(args.address)
     gpus = int(ray.cluster_resources().get("GPU", 0))
     if args.gpu and not gpus:
@@ -81,7 +83,9 @@ def main(args: argparse.Namespace) -> int:
     raw = args.data or storage.join(args.work, "raw")
     if not args.data:
         if storage.is_s3(raw):
-            raise UsageError("generated data is written locally; give --work a local folder")
+            raise UsageError("--work on S3 needs --data (a LiTS folder or s3:// prefix every node "
+                             "reaches): generated cases are written locally; or give a local "
+                             "--work")  # fmt: skip
         print(f"[1/8] generating {args.cases} LiTS-like cases in {raw}", flush=True)
         write_dataset(raw, args.cases, seed=cfg.seed, size=cfg.size)
     shards = storage.join(args.work, "shards")
@@ -93,9 +97,9 @@ def main(args: argparse.Namespace) -> int:
     grid = "×".join(map(str, cfg.volume_size))
     print(f"[3/8] training {', '.join(archs)} with Ray Train ({args.epochs} epochs, 3-D models "
           f"{args.volume_epochs} on the {grid} grid)", flush=True)  # fmt: skip
-    # One worker with every CPU is the fastest CPU setup; the recipe is the quality test's.
-    # With --gpu: one worker per GPU, a CPU each (the rest feed them through Ray Data).
-    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    # One worker with every CPU of a node is the fastest CPU setup; the recipe is the quality
+    # test's. With --gpu: one worker per GPU, a CPU each (the rest feed them through Ray Data).
+    cpus = max(1, largest_node_cpus())
     train_cfg = TrainConfig(
         data=shards, epochs=args.epochs, lr=1e-3, workers=gpus if args.gpu else 1,
         cpus_per_worker=1 if args.gpu else cpus, gpu=args.gpu,
@@ -111,7 +115,8 @@ def main(args: argparse.Namespace) -> int:
     print(format_comparison(rows))
     cascade = _cascade(args, raw, cfg, slice_cfg, rows)
 
-    best = _sweep(args, train_cfg, cpus, gpus if args.gpu else 0)
+    trained = next((r["checkpoint"] for r in rows if r["arch"] == "unet-resnet34"), "")
+    best = _sweep(args, train_cfg, cpus, gpus if args.gpu else 0, init=trained)
     # 2-D models first: the first version becomes current, and only a model validated on the
     # same grid can replace it (the V-Net's 3-D grid scores are not comparable).
     candidates = [(r["arch"], r["checkpoint"]) for r in rows if not is_volumetric(r["arch"])]
@@ -122,16 +127,32 @@ def main(args: argparse.Namespace) -> int:
     summary, report = _evaluate(args, candidates, shards, cfg.seed)
     registry = storage.join(args.work, "models")
     entry = _register(candidates, summary, registry)
-    night = _archive(args, cfg, storage.join(registry, "livseg"))
-    counts = night["counts"]
-    print(
-        f"\n== summary ==\ncurrent model: livseg {entry['version']} ({entry['metric']} "
-        f"{entry['value']:.3f}) at {entry['uri']}\n"
-        f"nightly archive: segmented {counts['segmented']}, not selected "
-        f"{counts['not_selected']}, failed {counts['failed']}, flagged for review "
-        f"{counts['review']}\nreport: {report}\nmasks: {storage.join(night['output'], 'masks')}"
-        f"\nnight summary: {night['html']}\nruns: {storage.join(args.work, 'runs', 'pipeline')}"
-    )
+    from livseg.evaluate import format_model_comparison
+
+    lines = [
+        "test split, per-case Dice on original grids:", format_model_comparison(summary),
+        f"chosen loss weights: dice={best['dice']:.3f} focal={best['focal']:.3f} "
+        f"gamma={best['gamma']:g}",
+        f"current model: livseg {entry['version']} ({entry['metric']} {entry['value']:.3f}) "
+        f"at {entry['uri']}",
+    ]  # fmt: skip
+    if storage.is_s3(args.work):  # the generated archive and the token file are local files
+        print("[8/8] nightly archive: skipped (--work is on S3; run jobs/segment_archive.py "
+              "--archive YOUR_ARCHIVE against the Serve app instead)")  # fmt: skip
+        lines.append("nightly archive: skipped (--work on S3)")
+    else:
+        night = _archive(args, cfg, storage.join(registry, "livseg"))
+        counts = night["counts"]
+        lines += [
+            f"nightly archive: segmented {counts['segmented']}, skipped as done "
+            f"{counts['skipped_done']}, not selected "
+            f"{counts['not_selected']}, failed {counts['failed']}, flagged for review "
+            f"{counts['review']}",
+            f"masks: {storage.join(night['output'], 'masks')}",
+            f"night summary: {night['html']}",
+        ]
+    lines += [f"report: {report}", f"runs: {storage.join(args.work, 'runs', 'pipeline')}"]
+    print("\n== summary ==\n" + "\n".join(lines))
     return cli.EXIT_OK
 
 
@@ -173,8 +194,6 @@ def _archive(args: argparse.Namespace, cfg, entry: str) -> dict:
     from livseg.synthetic import write_archive
 
     archive, output = storage.join(args.work, "archive"), storage.join(args.work, "archive-out")
-    if storage.is_s3(archive):
-        raise UsageError("the generated archive is written locally; give --work a local folder")
     write_archive(archive, seed=cfg.seed, size=cfg.size)
     token = secrets.token_urlsafe(32)
     token_file = storage.join(args.work, "serve-token")
@@ -196,22 +215,29 @@ def _archive(args: argparse.Namespace, cfg, entry: str) -> dict:
     return {**night, "output": output}
 
 
-def _sweep(args: argparse.Namespace, train_cfg, cpus: int, gpus: int) -> dict:
+def _sweep(args: argparse.Namespace, train_cfg, cpus: int, gpus: int, init: str) -> dict:
+    """Short trials of unet-resnet34 with sampled loss weights: fine-tuning the trained one
+    (``init``) when there is one, so that a few steps per trial compare loss weights on a model
+    that already finds the liver; from scratch otherwise."""
     from livseg.io import storage
     from livseg.tune import DRIVER_CPU, SweepConfig, format_best, format_table, parse_space, sweep
 
-    print(f"[5/8] sweeping the loss weights of unet-resnet34 with Ray Tune ({args.samples} "
-          f"short trials, ASHA)", flush=True)  # fmt: skip
+    start = "fine-tuning the trained unet-resnet34" if init else "unet-resnet34 from scratch"
+    print(f"[5/8] sweeping the loss weights with Ray Tune: {args.samples} short trials, ASHA, "
+          f"{start}", flush=True)  # fmt: skip
     sweep_train = replace(
         train_cfg, arch="unet-resnet34", epochs=args.sweep_epochs, steps_per_epoch=15,
         patience=args.sweep_epochs, workers=1,  # on GPUs: one trial per GPU at once
         cpus_per_worker=1 if gpus else cpus - DRIVER_CPU,  # the trial's driver needs one
+        init=init,
     )  # fmt: skip
-    # Short trials learn faster at a higher rate than the study's 1e-4: search around 1e-3.
+    # From scratch, short trials learn faster at a higher rate than the study's 1e-4: search
+    # around 1e-3; fine-tuning searches the study's range, below the rate it was trained at.
+    lr = "3e-5:3e-4:log" if init else "3e-4:3e-3:log"
     sweep_cfg = SweepConfig(
         name="pipeline", storage=storage.join(args.work, "sweeps"), samples=args.samples,
         max_concurrent=max(gpus, 1), grace_period=1, reduction_factor=2, seed=train_cfg.seed,
-        space=parse_space("lr=3e-4:3e-3:log"),
+        space=parse_space(f"lr={lr}"),
     )  # fmt: skip
     out = sweep(sweep_train, sweep_cfg)
     early = sum(r["stopped_early"] for r in out["rows"])

@@ -45,7 +45,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="DDP workers per trial (default 2)")
     p.add_argument("--gpu", action="store_true", help="one GPU per worker, NCCL, bf16")
     p.add_argument("--cpus-per-worker", type=float, help="CPUs per worker (default 0.5)")
-    p.add_argument("--seed", type=int, default=0, help="seeds sampling and training")
+    p.add_argument("--seed", type=int, default=0, help="seeds sampling and training (default 0)")
     p.add_argument(
         "--storage",
         default="livseg-work/sweeps",

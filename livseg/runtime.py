@@ -17,3 +17,12 @@ def init_ray(address: str | None = None, **kwargs) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
     ray.init(address=address, **kwargs)
+
+
+def largest_node_cpus() -> int:
+    """CPUs of the biggest alive node: the most one Ray worker can hold (a worker never spans
+    nodes, so the cluster's total is the wrong bound on a multi-node cluster)."""
+    import ray
+
+    alive = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
+    return int(max(alive, default=0))

@@ -3,7 +3,8 @@ augmentation, overlap counts, the per-worker loop and the Ray Train driver, chec
 
 from livseg.train.augment import AugmentConfig, augment_slices, augment_volumes
 from livseg.train.checkpoint import (
-    META_FILE, MODEL_FILE, load_checkpoint, load_train_state, read_meta, save_checkpoint,
+    META_FILE, MODEL_FILE, check_init, load_checkpoint, load_train_state, read_meta,
+    save_checkpoint,
 )
 from livseg.train.config import SCORE_METRIC, STUDY_ARCHS, TrainConfig, validation_score
 from livseg.train.counts import (
@@ -21,7 +22,8 @@ from livseg.train.scoring import predict_labels, score_split
 __all__ = [
     "META_FILE", "MODEL_FILE", "SCORE_METRIC", "STUDY_ARCHS", "AugmentConfig",
     "NonFiniteLossError", "TrainConfig", "augment_slices", "augment_volumes", "available_archs",
-    "build_loss", "build_model", "build_trainer", "case_counts", "checkpoint_uri", "confusion",
+    "build_loss", "build_model", "build_trainer", "case_counts", "check_init", "checkpoint_uri",
+    "confusion",
     "count_parameters", "dice_from_counts", "fit", "fit_all", "foreground_iou_f1",
     "format_comparison", "is_volumetric", "load_checkpoint", "load_train_state",
     "memory_format", "parse_loss_weights", "predict_labels", "read_meta", "save_checkpoint",

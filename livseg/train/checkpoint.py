@@ -17,7 +17,7 @@ from torch import nn
 
 from livseg.errors import UsageError
 from livseg.io import storage
-from livseg.train.models import build_model
+from livseg.train.models import build_model, is_volumetric
 
 MODEL_FILE, META_FILE, STATE_FILE = "model.pt", "meta.json", "train_state.pt"
 
@@ -47,15 +47,32 @@ def read_meta(uri: str) -> dict[str, Any]:
     return json.loads(storage.read_text(meta_uri))
 
 
+def load_weights(uri: str, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The state dict of a checkpoint folder or ``s3://`` prefix."""
+    data = io.BytesIO(storage.read_bytes(storage.join(uri, MODEL_FILE)))
+    return torch.load(data, map_location=device, weights_only=True)
+
+
+def check_init(uri: str, arch: str, record: dict[str, Any]) -> None:
+    """Refuse (on the driver) a ``TrainConfig.init`` checkpoint that cannot start ``arch`` on
+    shards with this preprocess ``record``."""
+    in_channels = 1 if is_volumetric(arch) else record["channels"]
+    classes = len(record["label_map"])
+    meta = read_meta(uri)
+    theirs = (meta["arch"], meta["in_channels"], meta["classes"])
+    if theirs != (arch, in_channels, classes):
+        raise UsageError(
+            f"init={uri}: a {theirs[0]} with {theirs[1]} input channels and {theirs[2]} classes "
+            f"cannot start a {arch} with {in_channels} and {classes}; give a checkpoint trained "
+            "on shards of the same channels and label mode, with the same --arch"
+        )
+
+
 def load_checkpoint(uri: str, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """(model in eval mode, meta) from a local folder or ``s3://`` prefix; no Ray needed."""
     meta = read_meta(uri)
     model = build_model(meta["arch"], meta["in_channels"], meta["classes"], "none")
-    state = torch.load(
-        io.BytesIO(storage.read_bytes(storage.join(uri, MODEL_FILE))),
-        map_location=device,
-        weights_only=True,
-    )
+    state = load_weights(uri, device)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:  # e.g. a V-Net saved before its classifier layer was added

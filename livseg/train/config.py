@@ -26,6 +26,10 @@ class TrainConfig:
     focal: float = 0.2
     gamma: float = 2.0
     encoder_weights: str = "none"
+    # A checkpoint (folder or s3://) of the same architecture, channels and classes whose weights
+    # start training: fine-tuning, e.g. a sweep of loss weights from a trained model. A resumed
+    # run continues from its own checkpoint instead.
+    init: str = ""
     workers: int = 2
     gpu: bool = False
     cpus_per_worker: float = 0.5  # fractional on CPU: Ray Data's read tasks need CPUs too

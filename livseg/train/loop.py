@@ -23,7 +23,7 @@ import livseg
 from livseg.config import from_dict, to_dict
 from livseg.errors import UsageError
 from livseg.train.augment import AugmentConfig, augment_slices, augment_volumes
-from livseg.train.checkpoint import load_train_state, save_checkpoint, unwrap
+from livseg.train.checkpoint import load_train_state, load_weights, save_checkpoint, unwrap
 from livseg.train.config import TrainConfig, validation_score
 from livseg.train.counts import case_counts, confusion, foreground_iou_f1, summarise_cases
 from livseg.train.losses import build_loss
@@ -123,9 +123,11 @@ def train_loop(config: dict[str, Any]) -> None:
         torch.set_num_threads(max(1, round(cfg.cpus_per_worker)))
 
     checkpoint = ray.train.get_checkpoint()
-    weights = "none" if checkpoint else cfg.encoder_weights
+    weights = "none" if checkpoint or cfg.init else cfg.encoder_weights
     model = build_model(cfg.arch, in_channels, classes, weights)
     train_state = None
+    if cfg.init and not checkpoint:  # fine-tuning starts from these weights (checked on the driver)
+        model.load_state_dict(load_weights(cfg.init))
     if checkpoint:
         with checkpoint.as_directory() as folder:
             model.load_state_dict(torch.load(Path(folder, "model.pt"), weights_only=True))

@@ -16,7 +16,7 @@ from livseg.config import to_dict
 from livseg.data import read_record, read_split
 from livseg.errors import UsageError
 from livseg.io import storage
-from livseg.train.checkpoint import load_train_state
+from livseg.train.checkpoint import check_init, load_train_state
 from livseg.train.config import TrainConfig
 from livseg.train.history import write_history
 from livseg.train.loop import NonFiniteLossError, count_parameters, train_loop
@@ -115,6 +115,8 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
     # a worker fault that Ray Train retries (the hub download of "imagenet" is left to workers).
     weights = "none" if cfg.encoder_weights == "imagenet" else cfg.encoder_weights
     model = build_model(cfg.arch, in_channels, len(record["label_map"]), weights)
+    if cfg.init:
+        check_init(cfg.init, cfg.arch, record)
     params = count_parameters(model)
     run_root = storage.join(cfg.storage, cfg.name)
     storage.prepare_output(run_root, f"--storage {cfg.storage}")

@@ -19,7 +19,7 @@ from typing import Any
 from livseg.config import to_dict
 from livseg.errors import UsageError
 from livseg.io import storage
-from livseg.train import SCORE_METRIC, TrainConfig
+from livseg.train import SCORE_METRIC, TrainConfig, check_init
 from livseg.tune.progress import trial_lines
 from livseg.tune.ray_compat import (
     PG_FILE,
@@ -81,6 +81,8 @@ def check_trial_fits(train: TrainConfig) -> None:
     """
     import ray
 
+    from livseg.runtime import largest_node_cpus
+
     res = ray.cluster_resources()
     need = train.workers * train.cpus_per_worker + DRIVER_CPU
     if need > res.get("CPU", 0) + 1e-9:
@@ -88,6 +90,12 @@ def check_trial_fits(train: TrainConfig) -> None:
             f"a trial needs {need:g} CPUs ({train.workers} worker(s) × {train.cpus_per_worker:g} "
             f"+ {DRIVER_CPU:g} for its driver) but the cluster has {res.get('CPU', 0):g}; "
             "lower --cpus-per-worker or --workers"
+        )
+    node = largest_node_cpus()
+    if train.cpus_per_worker > node + 1e-9:
+        raise UsageError(
+            f"a trial's worker needs {train.cpus_per_worker:g} CPUs but the largest node has "
+            f"{node}; lower --cpus-per-worker (a worker never spans nodes)"
         )
     if train.gpu and res.get("GPU", 0) < train.workers:
         raise UsageError(
@@ -162,7 +170,9 @@ def sweep(train: TrainConfig, cfg: SweepConfig) -> dict[str, Any]:
 
     if train.epochs < cfg.grace_period:
         raise UsageError(f"--epochs {train.epochs} is below ASHA's grace period {cfg.grace_period}")
-    read_record(train.data)  # a clear error for missing shards before Ray starts
+    record = read_record(train.data)  # a clear error for missing shards before Ray starts
+    if train.init:
+        check_init(train.init, train.arch, record)
     cfg = replace(cfg, storage=storage.absolute(cfg.storage))
     sweep_root = storage.join(cfg.storage, cfg.name)
     storage.prepare_output(sweep_root, f"--storage {cfg.storage}")

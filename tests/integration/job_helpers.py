@@ -4,6 +4,7 @@ a job as its own process with a private Ray instance (to kill it), and multi-nod
 from __future__ import annotations
 
 import glob
+import hashlib
 import importlib.util
 import os
 import shutil
@@ -11,8 +12,10 @@ import signal
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -47,6 +50,13 @@ def check_report(out: Path) -> list[str]:
         with Image.open(out / name) as image:
             image.verify()
     return names
+
+
+def mask_checksums(folder: Path) -> dict[str, str]:
+    """Name → SHA-256 of each NIfTI mask in ``folder`` (a DICOM SEG differs between runs: its
+    UIDs are new)."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.glob("*.nii.gz"))}  # fmt: skip
 
 
 def free_port() -> int:
@@ -96,7 +106,7 @@ def private_ray():
 
 
 @contextmanager
-def node_cluster(workers: int = 2):
+def node_cluster(workers: int = 2) -> Iterator[Any]:
     """A ``ray.cluster_utils.Cluster``: a head without CPUs (so every task and replica runs on
     a worker node a test can remove) and ``workers`` 1-CPU nodes, this process connected to it.
     The session's local Ray instance comes back afterwards."""
@@ -120,7 +130,7 @@ def node_cluster(workers: int = 2):
             ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
 
 
-def node_pids(node, title: bytes) -> list[int]:
+def node_pids(node: Any, title: bytes) -> list[int]:
     """PIDs of the worker processes ``node``'s raylet started whose command line (Ray sets it
     to ``ray::<task or actor>``) contains ``title``."""
     raylets = {info.process.pid for info in node.all_processes.get("raylet", [])}

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pydicom
 import pytest
-from job_helpers import ROOT, private_ray, run_job, wait_gone
+from job_helpers import ROOT, mask_checksums, private_ray, run_job, wait_gone
 from nibabel import orientations as nio
 from ray import serve
 
@@ -122,12 +122,6 @@ def _summary(out: Path) -> dict:
     return json.loads(runs[-1].read_text())
 
 
-def _checksums(folder: Path) -> dict[str, str]:
-    """Name → SHA-256 of each NIfTI mask (a SEG differs between runs: its UIDs are new)."""
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.glob("*.nii.gz"))}  # fmt: skip
-
-
 def _segs(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.glob("*.seg.dcm"))
 
@@ -144,7 +138,7 @@ def first_night(ray_session, archive, served_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("first-night") / "out"
     argv = ["--archive", str(root), "--output", str(out), "--model", served_model["entry"]]
     assert run_job("segment_archive", argv) == 0
-    return {"output": out, "argv": argv, "masks": _checksums(out / "masks"),
+    return {"output": out, "argv": argv, "masks": mask_checksums(out / "masks"),
             "segs": _segs(out / "masks")}  # fmt: skip
 
 
@@ -190,7 +184,7 @@ def test_every_input_gets_a_mask_or_a_reason_and_reruns_skip(
     for row in report:  # a review thumbnail per study, linked from the page when flagged
         assert Path(row["thumbnail"]).read_bytes().startswith(b"\x89PNG")
         assert not row["review"] or f"thumbnails/{row['key']}.png" in page
-    checksums = _checksums(out / "masks")
+    checksums = mask_checksums(out / "masks")
 
     assert JOB_APP not in serve.status().applications  # the job removed the app it started
     assert run_job("segment_archive", argv) == 0  # nothing left to do
@@ -198,7 +192,7 @@ def test_every_input_gets_a_mask_or_a_reason_and_reruns_skip(
     assert second["counts"]["segmented"] == 0 and second["counts"]["skipped_done"] == 4
     assert second["counts"]["failed"] == 0  # a failure is retried only with --retry-failed
     assert second["counts"]["skipped_failed"] == 1
-    assert _checksums(out / "masks") == checksums
+    assert mask_checksums(out / "masks") == checksums
     assert "segmented 0, skipped as done 4" in capsys.readouterr().out
 
     registry, name = served_model["entry"].rsplit("/", 1)
@@ -272,7 +266,7 @@ def test_a_killed_replica_loses_and_repeats_no_study(archive, served_model, firs
     assert summary["counts"]["segmented"] == 4 and summary["counts"]["failed"] == 1
     report = pq.read_table(out / "report.parquet").to_pylist()
     assert sorted(r["key"] for r in report) == sorted(k[:-7] for k in first_night["masks"])
-    assert _checksums(out / "masks") == first_night["masks"]
+    assert mask_checksums(out / "masks") == first_night["masks"]
 
 
 def test_a_killed_job_reruns_to_the_same_outputs(archive, served_model, first_night, tmp_path):
@@ -310,7 +304,7 @@ def test_a_killed_job_reruns_to_the_same_outputs(archive, served_model, first_ni
         assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     counts = _summary(out)["counts"]
     assert counts["skipped_done"] == done_at_kill and counts["segmented"] == 4 - done_at_kill
-    assert _checksums(out / "masks") == first_night["masks"]
+    assert mask_checksums(out / "masks") == first_night["masks"]
     assert _segs(out / "masks") == first_night["segs"]
     assert not stale.exists()  # swept by the rerun
     assert len(pq.read_table(out / "report.parquet")) == 4

@@ -30,7 +30,8 @@ def test_bad_arguments_exit_2_with_a_message(tmp_path):
     assert bad_key.returncode == 2 and "unknown PreprocessConfig key" in bad_key.stderr
     layout = _run("jobs/synth.py", "--out", str(tmp_path), "--cases", "1", "--layout", "zip")
     assert layout.returncode == 2
-    # --gpu on a cluster without GPUs (hidden from Ray here, as on CI): refused before any work
+    # --gpu on a cluster without GPUs (hidden from Ray here): refused once Ray is up, before
+    # anything is generated or trained
     no_gpu = _run("jobs/pipeline.py", "--gpu", "--work", str(tmp_path / "w"),
                   env={"CUDA_VISIBLE_DEVICES": ""})  # fmt: skip
     assert no_gpu.returncode == 2 and "--gpu: the Ray cluster has no GPU" in no_gpu.stderr
@@ -82,7 +83,14 @@ def test_main_job_runs_on_embedded_defaults(tmp_path):
     assert f"current model: livseg {current['version']}" in out
     # The hospital's use: the generated archive went through the Serve app (token on).
     assert "through the Serve app at http://127.0.0.1:" in out
-    assert "nightly archive: segmented 4, not selected 1, failed 1" in out  # corrupt: reported
+    final = out.split("\n== summary ==\n", 1)[1]  # one summary at the end has it all
+    assert "nightly archive: segmented 4, skipped as done 0, not selected 1, failed 1" in final
+    assert (
+        "chosen loss weights: dice=" in final
+        and f"current model: livseg {current['version']}" in final
+    )
+    for model in ("unet", "unet-resnet34", "unet-resnet34 (tuned)", "vnet", "cascade"):
+        assert f"\n{model} " in final, model  # its row of the test comparison
     night = work / "archive-out"
     assert len(list((night / "masks").glob("*.nii.gz"))) == 4
     assert (night / "summary.html").is_file() and f"night summary: {night}" in out

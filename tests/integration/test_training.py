@@ -129,6 +129,21 @@ def test_a_non_finite_loss_stops_the_run_naming_epoch_and_step(shards, tmp_path)
     assert not list(tmp_path.rglob("checkpoint_*"))
 
 
+def test_init_starts_training_from_a_checkpoints_weights(shards, trained_unet, tmp_path):
+    """Fine-tuning: one step at a negligible rate keeps the trained U-Net's validation liver
+    Dice (an untrained U-Net scores far below it); a checkpoint of another architecture is
+    refused on the driver, before Ray runs anything."""
+    cfg = TrainConfig(
+        data=shards, arch="unet", epochs=1, steps_per_epoch=1, lr=1e-9, workers=1,
+        cpus_per_worker=2, storage=str(tmp_path), name="init", init=trained_unet,
+    )  # fmt: skip
+    start = read_meta(trained_unet)["metrics"]["val_liver_dice"]
+    tuned = fit(cfg)
+    assert start > 0.5 and abs(tuned["val_liver_dice"] - start) < 0.02, (start, tuned)
+    with pytest.raises(ValueError, match="cannot start a unet-resnet34"):
+        fit(replace(cfg, arch="unet-resnet34", name="other"))
+
+
 def test_gpu_request_without_gpus_is_a_clear_error(shards, tmp_path):
     cfg = TrainConfig(data=shards, gpu=True, storage=str(tmp_path))
     with pytest.raises(ValueError, match="--gpu with 2 worker"):

@@ -107,7 +107,8 @@ def test_help_states_the_defaults_the_code_uses(job):
     checked = 0
     for action in parser._actions:
         text = " ".join((action.help or "").split())
-        if action.default not in (None, False, [], "", argparse.SUPPRESS):
+        unset = action.default is None or action.default is False or action.default in ("", [])
+        if not unset and action.default != argparse.SUPPRESS:  # 0 is a default to state
             assert "default" in text, f"{job} {action.option_strings}: {action.default!r} unsaid"
         stated = re.search(r"\(default ([^()\s]+)\)", text)
         if not stated:
