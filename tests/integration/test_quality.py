@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from livseg.data import PreprocessConfig, preprocess
 from livseg.evaluate import bundle_cascade, choose_lesion_rule, record_lesion_rule, score_models
 from livseg.evaluate.lits import summarise
@@ -35,6 +37,10 @@ def train(data: str, storage: str, name: str, epochs: int, steps: int = 0) -> st
     return fit(cfg)["checkpoint"]
 
 
+# Measured 607 s and 817 s on the same 2-core CI machine (the time depends on what the trained
+# stages predict, e.g. lesion post-processing on validation): the suite's 900 s hang guard is too
+# close for this one test.
+@pytest.mark.timeout(1500)
 def test_cascade_segments_unseen_test_cases(ray_session, tmp_path):
     started = time.time()
     raw, full, roi = (str(tmp_path / p) for p in ("raw", "full", "roi"))
