@@ -64,6 +64,7 @@ def main(args: argparse.Namespace) -> int:
     import ray
 
     from livseg.data import format_summary, preprocess
+    from livseg.evaluate import format_model_comparison
     from livseg.io import storage
     from livseg.runtime import init_ray, largest_node_cpus
     from livseg.synthetic import write_dataset
@@ -76,7 +77,7 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError("roi: the main job makes its ROI shards for the cascade itself; remove "
                          "roi from --config/--set")  # fmt: skip
     init_ray(args.address)
-    gpus = int(ray.cluster_resources().get("GPU", 0))
+    gpus = int(ray.cluster_resources().get("GPU", 0)) if args.gpu else 0  # what we train on
     if args.gpu and not gpus:
         raise UsageError("--gpu: the Ray cluster has no GPU; drop --gpu, or give --address of a "
                          "cluster with GPU nodes")  # fmt: skip
@@ -101,7 +102,7 @@ def main(args: argparse.Namespace) -> int:
     # test's. With --gpu: one worker per GPU, a CPU each (the rest feed them through Ray Data).
     cpus = max(1, largest_node_cpus())
     train_cfg = TrainConfig(
-        data=shards, epochs=args.epochs, lr=1e-3, workers=gpus if args.gpu else 1,
+        data=shards, epochs=args.epochs, lr=1e-3, workers=gpus or 1,
         cpus_per_worker=1 if args.gpu else cpus, gpu=args.gpu,
         storage=storage.join(args.work, "runs"), name="pipeline", patience=args.epochs,
     )  # fmt: skip
@@ -116,7 +117,7 @@ def main(args: argparse.Namespace) -> int:
     cascade = _cascade(args, raw, cfg, slice_cfg, rows)
 
     trained = next((r["checkpoint"] for r in rows if r["arch"] == "unet-resnet34"), "")
-    best = _sweep(args, train_cfg, cpus, gpus if args.gpu else 0, init=trained)
+    best = _sweep(args, train_cfg, cpus, gpus, init=trained)
     # 2-D models first: the first version becomes current, and only a model validated on the
     # same grid can replace it (the V-Net's 3-D grid scores are not comparable).
     candidates = [(r["arch"], r["checkpoint"]) for r in rows if not is_volumetric(r["arch"])]
@@ -127,8 +128,6 @@ def main(args: argparse.Namespace) -> int:
     summary, report = _evaluate(args, candidates, shards, cfg.seed)
     registry = storage.join(args.work, "models")
     entry = _register(candidates, summary, registry)
-    from livseg.evaluate import format_model_comparison
-
     lines = [
         "test split, per-case Dice on original grids:", format_model_comparison(summary),
         f"chosen loss weights: dice={best['dice']:.3f} focal={best['focal']:.3f} "

@@ -55,7 +55,9 @@ def load_weights(uri: str, device: str | torch.device = "cpu") -> dict[str, torc
 
 def check_init(uri: str, arch: str, record: dict[str, Any]) -> None:
     """Refuse (on the driver) a ``TrainConfig.init`` checkpoint that cannot start ``arch`` on
-    shards with this preprocess ``record``."""
+    shards with this preprocess ``record``; no ``uri`` (training from scratch): nothing to check."""
+    if not uri:
+        return
     in_channels = 1 if is_volumetric(arch) else record["channels"]
     classes = len(record["label_map"])
     meta = read_meta(uri)

@@ -115,8 +115,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
     # a worker fault that Ray Train retries (the hub download of "imagenet" is left to workers).
     weights = "none" if cfg.encoder_weights == "imagenet" else cfg.encoder_weights
     model = build_model(cfg.arch, in_channels, len(record["label_map"]), weights)
-    if cfg.init:
-        check_init(cfg.init, cfg.arch, record)
+    check_init(cfg.init, cfg.arch, record)
     params = count_parameters(model)
     run_root = storage.join(cfg.storage, cfg.name)
     storage.prepare_output(run_root, f"--storage {cfg.storage}")

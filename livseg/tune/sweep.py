@@ -171,8 +171,7 @@ def sweep(train: TrainConfig, cfg: SweepConfig) -> dict[str, Any]:
     if train.epochs < cfg.grace_period:
         raise UsageError(f"--epochs {train.epochs} is below ASHA's grace period {cfg.grace_period}")
     record = read_record(train.data)  # a clear error for missing shards before Ray starts
-    if train.init:
-        check_init(train.init, train.arch, record)
+    check_init(train.init, train.arch, record)
     cfg = replace(cfg, storage=storage.absolute(cfg.storage))
     sweep_root = storage.join(cfg.storage, cfg.name)
     storage.prepare_output(sweep_root, f"--storage {cfg.storage}")
