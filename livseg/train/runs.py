@@ -43,8 +43,10 @@ def _datasets(cfg: TrainConfig) -> dict[str, Any]:
         .materialize()  # fixed-shape tensors held once: every epoch reads memory, not Parquet
     )
     if oversample:
+        # ``has_tumour`` stays (the loop reads image and mask only): a projection after the
+        # union would need a CPU task inside the run, and a worker that reserved every CPU
+        # waits for it forever (measured: the run hung with 2 CPU workers on 2 cores).
         train, _ = oversample_tumour(train, cfg.tumour_share)
-        train = train.select_columns(["image", "mask"])
     train = train.randomize_block_order()
     val = read_split(cfg.data, "val", kind).select_columns(["image", "mask", "case_id"])
     return {"train": train, "val": val.materialize()}

@@ -173,3 +173,22 @@ def test_tumour_slices_are_repeated_to_the_share(ray_session, shards):
     rows = sampled.take_all()
     assert sum(r["has_tumour"] for r in rows) / len(rows) >= 0.33
     assert all(((r["mask"] == 2).any()) == r["has_tumour"] for r in rows)
+
+
+def test_a_run_with_tumour_share_sees_the_repeated_slices(shards, tmp_path):
+    """Through ``fit``, with the one worker holding both CPUs of the test cluster (as the
+    quality test and a 2-core pipeline run it): the epoch holds every train slice plus the
+    repeated tumour slices, and the run finishes (a projection after the union once hung it)."""
+    from livseg.data import read_split
+    from livseg.train.sampling import tumour_repeats
+
+    train = read_split(shards, "train").select_columns(["has_tumour"]).materialize()
+    total, tumour = train.count(), int(train.sum("has_tumour"))
+    repeats = tumour_repeats(total, tumour, 0.33)
+    cfg = TrainConfig(
+        data=shards, arch="unet", epochs=1, workers=1, cpus_per_worker=2, tumour_share=0.33,
+        storage=str(tmp_path), name="share",
+    )  # fmt: skip
+    row = fit(cfg)
+    seen = read_meta(row["checkpoint"])["metrics"]["train_rows"]
+    assert repeats > 1 and seen == total + (repeats - 1) * tumour, (seen, total, tumour, repeats)
