@@ -47,9 +47,9 @@ class TrainConfig:
     # Share of each epoch's training slices that hold tumour, by repeating tumour slices
     # (livseg.train.sampling; nnU-Net uses 0.33); 0: the slices as they are.
     tumour_share: float = 0.0
-    precision: str = (
-        "auto"  # training autocast: auto (bf16 on GPUs and bf16-capable CPUs), bf16, fp32
-    )
+    # Training autocast: auto (bf16 on GPUs and CPUs where it trains right:
+    # livseg.train.precision), bf16, fp32.
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if min(self.epochs, self.batch_size, self.volume_batch_size, self.workers) < 1:

@@ -6,7 +6,14 @@ import pytest
 import torch
 import torchvision
 
-from livseg.train import available_archs, build_loss, build_model, is_volumetric
+from livseg.train import (
+    TrainConfig,
+    available_archs,
+    build_loss,
+    build_model,
+    is_volumetric,
+    use_bf16,
+)
 
 
 @pytest.mark.parametrize(
@@ -114,13 +121,16 @@ def test_vnet_learns_a_small_organ():
             x[i, 0] += 2.5 * (y[i] == 1) + 1.0 * (y[i] == 2)
         return torch.from_numpy(x), torch.from_numpy(y)
 
+    bf16 = use_bf16(
+        TrainConfig(arch="vnet"), torch.device("cpu")
+    )  # the precision training picks here
     torch.manual_seed(0)
     model, loss_fn = build_model("vnet", 1, 3), build_loss()
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     x, y = blobs(0)
     for _ in range(60):
         pick = torch.randint(0, 4, (2,))
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             logits = model(x[pick])
         loss = loss_fn(logits.float(), y[pick])
         opt.zero_grad()
@@ -133,3 +143,22 @@ def test_vnet_learns_a_small_organ():
     ref = held_y >= 1
     dice = 2 * (pred & ref).sum().item() / (pred.sum().item() + ref.sum().item())
     assert dice > 0.6, dice
+
+
+def test_the_cpu_training_precision_gets_the_vnets_deepest_gradient_right():
+    """Where training picks bf16 on this CPU, the weight gradient of the V-Net's deepest
+    convolution shape (64 channels at 4³, 5³ kernel) must match fp32: on an AVX512-BF16 CPU
+    without AMX oneDNN's bf16 kernel got it wrong by 100 % and the V-Net's loss went NaN."""
+    bf16 = use_bf16(TrainConfig(arch="vnet"), torch.device("cpu"))
+    torch.manual_seed(0)
+    x = torch.randn(2, 64, 4, 4, 4).to(memory_format=torch.channels_last_3d)
+    grads = []
+    for enabled in (bf16, False):
+        torch.manual_seed(1)  # the same weights for both passes
+        conv = torch.nn.Conv3d(64, 64, 5, padding=2).to(memory_format=torch.channels_last_3d)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            out = conv(x)
+        out.float().square().mean().backward()
+        grads.append(conv.weight.grad)
+    error = ((grads[0] - grads[1]).norm() / grads[1].norm()).item()
+    assert error < 0.05, (bf16, error)
