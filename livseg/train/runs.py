@@ -43,9 +43,9 @@ def _datasets(cfg: TrainConfig) -> dict[str, Any]:
         .materialize()  # fixed-shape tensors held once: every epoch reads memory, not Parquet
     )
     if oversample:
-        # ``has_tumour`` stays (the loop reads image and mask only): a projection after the
-        # union would need a CPU task inside the run, and a worker that reserved every CPU
-        # waits for it forever (measured: the run hung with 2 CPU workers on 2 cores).
+        # ``has_tumour`` stays (the loop reads image and mask only). Nothing that runs as a
+        # task may follow the union: inside the run it needs a CPU, and a worker that reserved
+        # every CPU waits for it forever (a projection here hung one worker on 2 of 2 CPUs).
         train, _ = oversample_tumour(train, cfg.tumour_share)
     train = train.randomize_block_order()
     val = read_split(cfg.data, "val", kind).select_columns(["image", "mask", "case_id"])

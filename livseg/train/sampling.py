@@ -21,7 +21,9 @@ def tumour_repeats(total: int, tumour: int, share: float) -> int:
 
 def oversample_tumour(train: Any, share: float) -> tuple[Any, int]:
     """``train``, a materialised ``ray.data.Dataset`` of slice rows with ``has_tumour``, with
-    its tumour rows repeated (``tumour_repeats``); returns the dataset and the repeat count."""
+    its tumour rows repeated (``tumour_repeats``); returns the dataset and the repeat count.
+    The union is lazy but runs no tasks; do not add a map or projection after it (see
+    ``livseg.train.runs._datasets``)."""
     from ray.data.expressions import col
 
     repeats = tumour_repeats(train.count(), int(train.sum("has_tumour") or 0), share)

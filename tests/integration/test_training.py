@@ -175,6 +175,7 @@ def test_tumour_slices_are_repeated_to_the_share(ray_session, shards):
     assert all(((r["mask"] == 2).any()) == r["has_tumour"] for r in rows)
 
 
+@pytest.mark.timeout(400)  # the hang it guards against fails fast, not at the suite's 900 s
 def test_a_run_with_tumour_share_sees_the_repeated_slices(shards, tmp_path):
     """Through ``fit``, with the one worker holding both CPUs of the test cluster (as the
     quality test and a 2-core pipeline run it): the epoch holds every train slice plus the
