@@ -121,9 +121,8 @@ def test_vnet_learns_a_small_organ():
             x[i, 0] += 2.5 * (y[i] == 1) + 1.0 * (y[i] == 2)
         return torch.from_numpy(x), torch.from_numpy(y)
 
-    bf16 = use_bf16(
-        TrainConfig(arch="vnet"), torch.device("cpu")
-    )  # the precision training picks here
+    # The precision training picks on this CPU.
+    bf16 = use_bf16(TrainConfig(arch="vnet"), torch.device("cpu"))
     torch.manual_seed(0)
     model, loss_fn = build_model("vnet", 1, 3), build_loss()
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
