@@ -127,7 +127,7 @@ def main(args: argparse.Namespace) -> int:
         candidates.append(cascade)
     summary, report = _evaluate(args, candidates, shards, cfg.seed)
     registry = storage.join(args.work, "models")
-    entry = _register(candidates, summary, registry)
+    entry = _register(candidates, summary, registry, shards)
     lines = [
         "test split, per-case Dice on original grids:", format_model_comparison(summary),
         f"chosen loss weights: dice={best['dice']:.3f} focal={best['focal']:.3f} "
@@ -269,10 +269,10 @@ def _evaluate(args: argparse.Namespace, candidates: list, shards: str, seed: int
     return summary, storage.join(report_dir, "report.html")
 
 
-def _register(candidates: list, summary: dict, registry: str) -> dict:
+def _register(candidates: list, summary: dict, registry: str, data: str) -> dict:
     """Register every model (once: a rerun finds its versions) with its test metrics; the
     registry promotes a version only over a better one validated on the same cases and grid."""
-    from livseg.evaluate import comparison_rows
+    from livseg.evaluate import calibrate_before_registering, comparison_rows
     from livseg.io import storage
     from livseg.registry import current, list_versions, register
 
@@ -283,6 +283,7 @@ def _register(candidates: list, summary: dict, registry: str) -> dict:
         if storage.absolute(checkpoint) in known:
             print(f"  {label}: already registered as {known[storage.absolute(checkpoint)]}")
             continue
+        print(f"  {label}: {calibrate_before_registering(checkpoint, data)}")
         test = {"split": "test", **{k: v for k, v in tests[label].items() if k != "model"}}
         done = register(registry, "livseg", checkpoint, parent={"pipeline": label},
                         test_metrics=test)  # fmt: skip

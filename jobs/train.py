@@ -11,7 +11,8 @@ adds each architecture's best checkpoint to the model registry (jobs/registry.py
 promotes it only if it beats the current model. --lesion-rule chooses each multi-class 2-D
 model's lesion post-processing (minimum tumour volume, hole filling) on the validation cases'
 original grids and records it in the best checkpoint (before --register), so the Segmenter,
-the evaluation and the Serve app apply it.
+the evaluation and the Serve app apply it. --register also calibrates each model's review
+limit (the confidence below which a served study is flagged) on the validation cases.
 """
 
 from __future__ import annotations
@@ -97,9 +98,11 @@ def main(args: argparse.Namespace) -> int:
     if args.lesion_rule:
         choose_lesion_rules(rows, cfg.data)
     if args.register:
+        from livseg.evaluate import calibrate_before_registering
         from livseg.registry import register
 
         for row in rows:
+            print(f"{row['arch']}: {calibrate_before_registering(row['checkpoint'], cfg.data)}")
             parent = {"run": cfg.name, "arch": row["arch"]}
             done = register(args.registry, args.model_name, row["checkpoint"], parent=parent)
             print(f"{row['arch']}: registered {done['version']}; current {done['current']} "

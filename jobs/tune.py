@@ -103,6 +103,9 @@ def main(args: argparse.Namespace) -> int:
     print(format_best(out["best"]))
     print(f"table: {out['csv']}\nplot: {out['png']}")
     if not args.no_register:
+        from livseg.evaluate import calibrate_before_registering
+
+        print(f"best trial: {calibrate_before_registering(out['best']['checkpoint'], train.data)}")
         reg = register_best(out["best"], out["name"], args.registry, args.model_name)
         state = "promoted to current" if reg["promoted"] else f"not promoted ({reg['reason']})"
         print(f"registered {args.model_name} version {reg['version']}: {state}; {reg['uri']}")

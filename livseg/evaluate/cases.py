@@ -137,6 +137,7 @@ def score_model_case(checkpoint: str, case: dict[str, Any]) -> dict[str, Any]:
         # A binary model (the study's liver+tumour vs background) is scored on the liver only.
         structures = ("liver",) if segmenter.binary else STRUCTURES
         row = case_row(case["case_id"], name, pred, ref, volume.spacing, probs, structures)
+        row["certainty"] = result.certainty  # what the review flag reads (None: no liver)
         figure = figure_slice(volume.array, ref, pred, volume.spacing)
     except Exception as exc:  # noqa: BLE001 - one bad case must never stop the batch
         return {"row": error_row(case["case_id"], name, exc), "figure": None}

@@ -10,7 +10,6 @@ Segmenter applies it; a registered version is never changed (choose before regis
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict
 from typing import Any
@@ -22,7 +21,7 @@ from livseg.evaluate.cases import cached_segmenter
 from livseg.evaluate.lits import detect_lesions, detection_scores
 from livseg.evaluate.runner import evaluation_cases, run_tasks
 from livseg.inference import LesionRule, clean_lesions
-from livseg.io import read_case, storage
+from livseg.io import read_case
 
 # 0, then spheres of ≈ 3.5, 5, 7 and 10 mm diameter; each with and without hole filling.
 LESION_RULES = tuple(
@@ -73,8 +72,7 @@ def choose_lesion_rule(
 
 def record_lesion_rule(checkpoint: str, choice: dict[str, Any]) -> None:
     """Write the chosen rule (and how it was chosen) into the checkpoint's ``meta.json``."""
-    uri = storage.join(checkpoint, "meta.json")
-    meta = json.loads(storage.read_text(uri))
-    meta["lesions"] = choice["rule"]
-    meta["lesions_choice"] = {k: choice[k] for k in ("split", "cases", "table")}
-    storage.write_bytes(uri, json.dumps(meta, indent=2, default=str).encode())
+    from livseg.train import update_meta
+
+    lesions_choice = {k: choice[k] for k in ("split", "cases", "table")}
+    update_meta(checkpoint, lesions=choice["rule"], lesions_choice=lesions_choice)

@@ -20,6 +20,7 @@ from livseg.data import liver_box
 from livseg.errors import UsageError
 from livseg.inference.lesions import LesionRule
 from livseg.inference.postprocess import postprocess_labels
+from livseg.inference.qa import model_certainty_limit
 from livseg.inference.segmenter import Segmentation, Segmenter
 from livseg.io import storage
 
@@ -46,6 +47,9 @@ class Cascade:
         self.device, self.batch_size, self.cfg = liver.device, liver.batch_size, liver.cfg
         self.probabilities = liver.probabilities
         self.lesion_rule = LesionRule(**meta.get("lesions", {}))
+        # Calibrated on the cascade's own certainty (stage 2's, inside the liver box); a bundle
+        # never takes stage 1's (``write_cascade``).
+        self.min_certainty = model_certainty_limit(meta)
 
     def segment(
         self,
@@ -116,7 +120,9 @@ def write_cascade(
     for file in STAGE_FILES:
         data = storage.read_bytes(storage.join(tumour, file))
         storage.write_bytes(storage.join(out, TUMOUR_STAGE, file), data)
-    meta = {k: v for k, v in liver_meta.items() if k not in ("lesions", "lesions_choice")}
+    # Chosen on stage 1 alone: the bundle gets its own (lesion rule, review limit) or none.
+    meta = {k: v for k, v in liver_meta.items()
+            if k not in ("lesions", "lesions_choice", "review")}  # fmt: skip
     meta["cascade"] = {"tumour": TUMOUR_STAGE, "tumour_arch": tumour_meta["arch"],
                        "sources": {"liver": liver, "tumour": tumour}}  # fmt: skip
     meta.pop("metrics", None)

@@ -36,6 +36,13 @@ class ReviewLimits:
     liver_ml: tuple[float, float] = (400.0, 4000.0)  # plausible adult liver volume
     edge_fraction: float = 0.2  # liver on a face ≥ this × its largest cross-section → cut off
 
+    @classmethod
+    def for_model(cls, min_certainty: float | None = None, **limits) -> ReviewLimits:
+        """The limits with a model's calibrated ``min_certainty`` (None: the default)."""
+        if min_certainty is not None:
+            limits["min_certainty"] = min_certainty
+        return cls(**limits)
+
     def __post_init__(self) -> None:
         for key in ("min_certainty", "min_agreement"):
             if not 0.0 <= getattr(self, key) <= 1.0:
@@ -44,6 +51,20 @@ class ReviewLimits:
             raise ValueError(f"liver_ml={self.liver_ml}: expected (low, high) mL with low < high")
         if not 0.0 < self.edge_fraction <= 1.0:
             raise ValueError(f"edge_fraction={self.edge_fraction}: must be within (0, 1]")
+
+
+def model_certainty_limit(meta: dict) -> float | None:
+    """The confidence limit a checkpoint's ``meta.json`` records (``review.min_certainty``,
+    calibrated on its validation cases by ``livseg.evaluate.calibrate_review``); None: none."""
+    value = meta.get("review", {}).get("min_certainty")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ValueError(
+            f"meta.json review.min_certainty={value!r} must be within [0, 1]: remove it, or "
+            "recalibrate the checkpoint (livseg.evaluate.calibrate_review)"
+        )
+    return float(value)
 
 
 def pass_agreement(labels: np.ndarray, other: np.ndarray) -> float:
@@ -75,8 +96,9 @@ def review(
     agreement: float | None,
     limits: ReviewLimits,
 ) -> dict:
-    """``{"confidence", "agreement", "review", "reasons"}`` for one study: ``confidence`` is
-    the certainty; ``agreement`` None when the second pass was not run."""
+    """``{"confidence", "min_certainty", "agreement", "review", "reasons"}`` for one study:
+    ``confidence`` is the certainty, ``min_certainty`` the limit it was held to; ``agreement``
+    None when the second pass was not run."""
     reasons = []
     liver_ml = statistics["liver_ml"]
     if liver_ml == 0:
@@ -85,7 +107,7 @@ def review(
         if certainty is not None and certainty < limits.min_certainty:
             reasons.append(
                 f"low confidence: mean probability {certainty:.3f} inside the liver "
-                f"(< {limits.min_certainty:.2f})"
+                f"(< {limits.min_certainty:.3f})"
             )
         if agreement is not None and agreement < limits.min_agreement:
             reasons.append(
@@ -100,6 +122,7 @@ def review(
             reasons.append(f"liver touches the {'/'.join(faces)} edge of the volume: cut off?")
     return {
         "confidence": None if certainty is None else round(certainty, 4),
+        "min_certainty": limits.min_certainty,
         "agreement": None if agreement is None else round(agreement, 4),
         "review": bool(reasons),
         "reasons": reasons,

@@ -39,6 +39,7 @@ from livseg.data import (
 )
 from livseg.inference.lesions import LesionRule
 from livseg.inference.postprocess import postprocess_labels
+from livseg.inference.qa import model_certainty_limit
 from livseg.train import is_volumetric, load_checkpoint, memory_format
 
 
@@ -73,6 +74,8 @@ class Segmenter:
         self.binary = len(meta["label_map"]) == 2
         # Chosen on the validation split after training (``livseg.evaluate``); none: no change.
         self.lesion_rule = LesionRule(**meta.get("lesions", {}))
+        # The review flag's confidence limit calibrated on validation; None: not calibrated.
+        self.min_certainty = model_certainty_limit(meta)
 
     @classmethod
     def from_checkpoint(cls, uri: str, device: str = "cpu", batch_size: int = 16) -> Segmenter:

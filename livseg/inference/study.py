@@ -48,7 +48,7 @@ def analyse_study(
     model_s = time.perf_counter() - start
     statistics = study_statistics(labels, volume.affine)
     checks = review(labels, statistics, segmentation.certainty, agreement,
-                    limits or ReviewLimits())  # fmt: skip
+                    limits or ReviewLimits.for_model(segmenter.min_certainty))  # fmt: skip
     report = {
         "shape": list(volume.source_shape),
         "axial_slices": int(volume.array.shape[2]),

@@ -141,7 +141,8 @@ class ModelServer:
         loaded = self.loaded
         # The lock covers the model passes only: statistics run beside the next study's passes.
         result = analyse_study(
-            loaded.segmenter, volume, qa=self.settings.qa, limits=self.settings.review_limits,
+            loaded.segmenter, volume, qa=self.settings.qa,
+            limits=self.settings.review_limits(loaded.segmenter.min_certainty),
             lock=self._model_lock,
         )  # fmt: skip
         model = {k: loaded.info[k] for k in ("name", "version", "arch")}

@@ -37,7 +37,9 @@ class ServeSettings:
     max_voxels: int = 512 * 512 * 1200
     qa: bool = True  # shifted second pass for the agreement score (2× the model's work)
     # Review flag thresholds (``livseg.inference.ReviewLimits``; defaults suit adult abdominal CT).
-    min_certainty: float = 0.94
+    # min_certainty: None takes the model's own limit, calibrated on its validation cases and
+    # recorded in its checkpoint (``livseg.evaluate.calibrate_review``), else 0.94.
+    min_certainty: float | None = None
     min_agreement: float = 0.90
     liver_ml_min: float = 400.0
     liver_ml_max: float = 4000.0
@@ -72,7 +74,7 @@ class ServeSettings:
                 f"{self.cpus_per_replica} and gpus_per_replica={self.gpus_per_replica} ≥ 0"
             )
         try:
-            _ = self.review_limits  # ReviewLimits checks its own values
+            _ = self.review_limits()  # ReviewLimits checks its own values
         except ValueError as exc:
             raise UsageError(f"review thresholds: {exc}") from None
         if isinstance(self.roots, str):  # a single root given as a string
@@ -81,10 +83,14 @@ class ServeSettings:
         object.__setattr__(self, "model", storage.absolute(self.model))
         object.__setattr__(self, "roots", tuple(storage.absolute(r) for r in self.roots))
 
-    @property
-    def review_limits(self) -> ReviewLimits:
-        return ReviewLimits(self.min_certainty, self.min_agreement,
-                            (self.liver_ml_min, self.liver_ml_max), self.edge_fraction)  # fmt: skip
+    def review_limits(self, model_min_certainty: float | None = None) -> ReviewLimits:
+        """The review thresholds for a model whose checkpoint records ``model_min_certainty``
+        (None: not calibrated); ``min_certainty``, when set, overrides the model's."""
+        certainty = self.min_certainty if self.min_certainty is not None else model_min_certainty
+        return ReviewLimits.for_model(
+            certainty, min_agreement=self.min_agreement,
+            liver_ml=(self.liver_ml_min, self.liver_ml_max), edge_fraction=self.edge_fraction,
+        )  # fmt: skip
 
     @property
     def max_body_bytes(self) -> int:

@@ -4,7 +4,7 @@ augmentation, overlap counts, the per-worker loop and the Ray Train driver, chec
 from livseg.train.augment import AugmentConfig, augment_slices, augment_volumes
 from livseg.train.checkpoint import (
     META_FILE, MODEL_FILE, check_init, load_checkpoint, load_train_state, read_meta,
-    save_checkpoint,
+    save_checkpoint, update_meta,
 )
 from livseg.train.config import SCORE_METRIC, STUDY_ARCHS, TrainConfig, validation_score
 from livseg.train.counts import (
@@ -28,5 +28,5 @@ __all__ = [
     "format_comparison", "is_volumetric", "load_checkpoint", "load_train_state",
     "memory_format", "parse_loss_weights", "predict_labels", "read_meta", "save_checkpoint",
     "score_split", "structure_masks", "summarise_cases", "train_epoch", "train_loop",
-    "use_bf16", "validation_score", "write_history",
+    "update_meta", "use_bf16", "validation_score", "write_history",
 ]  # fmt: skip

@@ -47,6 +47,14 @@ def read_meta(uri: str) -> dict[str, Any]:
     return json.loads(storage.read_text(meta_uri))
 
 
+def update_meta(uri: str, **keys: Any) -> None:
+    """Set ``keys`` in a checkpoint's ``meta.json`` (local or ``s3://``; written atomically)."""
+    meta = read_meta(uri)
+    meta.update(keys)
+    text = json.dumps(meta, indent=2, default=str)
+    storage.write_bytes(storage.join(uri, META_FILE), text.encode())
+
+
 def load_weights(uri: str, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """The state dict of a checkpoint folder or ``s3://`` prefix."""
     data = io.BytesIO(storage.read_bytes(storage.join(uri, MODEL_FILE)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 from job_helpers import free_port
 
 from livseg import registry
+from livseg.evaluate import certainty_limit
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -80,6 +82,11 @@ def test_main_job_runs_on_embedded_defaults(tmp_path):
     assert (work / "models" / "livseg" / bundle[0]["version"] / "tumour" / "model.pt").is_file()
     current = registry.current(str(work / "models"), "livseg")
     assert current["value"] == max(c["value"] for c in slices)
+    # Its review limit was calibrated on the validation cases before registering.
+    meta = json.loads((work / "models" / "livseg" / current["version"] / "meta.json").read_text())
+    certainty = list(meta["review"]["certainty"].values())
+    assert meta["review"]["min_certainty"] == certainty_limit(certainty, 0.94)
+    assert "review limit: confidence < " in out
     assert f"current model: livseg {current['version']}" in out
     # The hospital's use: the generated archive went through the Serve app (token on).
     assert "through the Serve app at http://127.0.0.1:" in out

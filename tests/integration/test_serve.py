@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,21 +19,28 @@ from nibabel import orientations as nio
 from ray import serve
 from scipy import ndimage
 
+from livseg.evaluate import calibrate_before_registering, certainty_limit
 from livseg.io import nifti_bytes, read_volume, to_canonical
 from livseg.registry import register
 from livseg.serve import REPORT_HEADER, ServeSettings, start_app
 from livseg.synthetic import generate_case, write_case_dicom
+from livseg.train import read_meta
 
 TOKEN = "test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(scope="module")
-def model(trained_unet, tmp_path_factory):
-    """The session's trained U-Net, registered as the current model of this module's registry."""
+def model(trained_unet, shards, tmp_path_factory):
+    """The session's trained U-Net with its review limit calibrated on the validation split (as
+    the jobs do before registering), registered as the current model of this module's registry."""
+    checkpoint = str(tmp_path_factory.mktemp("calibrated") / "unet")
+    shutil.copytree(trained_unet, checkpoint)  # the shared checkpoint stays untouched
+    print(calibrate_before_registering(checkpoint, shards))
+    review = read_meta(checkpoint)["review"]
     registry = str(tmp_path_factory.mktemp("serve-models"))
-    register(registry, "livseg", trained_unet)
-    return {"registry": registry, "checkpoint": trained_unet}
+    register(registry, "livseg", checkpoint)
+    return {"registry": registry, "checkpoint": checkpoint, "review": review}
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +53,7 @@ def app(ray_session, model, tmp_path_factory, s3_server, monkeypatch_module):
         model=f"{model['registry']}/livseg", port=free_port(), roots=(str(archive), bucket),
         max_body_mb=8, max_voxels=64 * 64 * 256, min_replicas=2, max_replicas=2,
         cpus_per_replica=0.5,
-        reload_interval_s=3600,
-        # The review limits are per-model settings: this briefly trained U-Net's confidence on
-        # clean generated studies is 0.93-0.97, so the default 0.94 would flag some of them.
-        min_certainty=0.90,
+        reload_interval_s=3600,  # min_certainty unset: the model's calibrated limit applies
     )  # fmt: skip
     url = start_app(settings)
     yield {"url": url, "archive": archive, "bucket": bucket, **model}
@@ -109,7 +114,11 @@ def test_nifti_round_trip_keeps_the_grid(app, axcodes):
     assert stats["tumour_ml"] == pytest.approx(expected["tumour_ml"], abs=0.01)
     assert stats["tumour_count"] == expected["tumour_count"]
     assert report["model"]["version"] == "v0001" and report["model"]["arch"] == "unet"
-    assert report["qa"]["review"] is False, report["qa"]  # a clean, whole study
+    # A clean, whole study, held to the limit calibrated on the model's validation cases.
+    review = app["review"]
+    assert review["min_certainty"] == certainty_limit(list(review["certainty"].values()), 0.94)
+    assert report["qa"]["min_certainty"] == review["min_certainty"]
+    assert report["qa"]["review"] is False, report["qa"]
 
 
 def test_degraded_studies_are_flagged_for_review(app):

@@ -86,8 +86,11 @@ def test_settings_know_loopback_and_reject_bad_values():
     with pytest.raises(UsageError, match="min ≤ max"):
         ServeSettings(min_replicas=3, max_replicas=2)
     assert ServeSettings(roots="s3://a/b").roots == ("s3://a/b",)
-    limits = ServeSettings(min_certainty=0.8, liver_ml_min=200, liver_ml_max=3000).review_limits
+    limits = ServeSettings(min_certainty=0.8, liver_ml_min=200, liver_ml_max=3000).review_limits()
     assert (limits.min_certainty, limits.liver_ml) == (0.8, (200, 3000))
+    assert ServeSettings().review_limits(None).min_certainty == 0.94  # no model limit
+    with pytest.raises(UsageError, match="min_certainty"):
+        ServeSettings(min_certainty=1.2)
     with pytest.raises(UsageError, match="liver_ml"):
         ServeSettings(liver_ml_min=5000)
     with pytest.raises(UsageError, match="min_agreement"):

@@ -81,7 +81,8 @@ def test_review_reasons(study):
     stats = study_statistics(labels, affine)
     limits = ReviewLimits(liver_ml=(10, 4000))
     clean = review(labels, stats, 0.97, 0.98, limits)
-    assert clean == {"confidence": 0.97, "agreement": 0.98, "review": False, "reasons": []}
+    assert clean == {"confidence": 0.97, "min_certainty": 0.94, "agreement": 0.98,
+                     "review": False, "reasons": []}  # fmt: skip
     unsure = review(labels, stats, 0.80, None, limits)
     assert unsure["review"] and "low confidence" in unsure["reasons"][0]
     shaky = review(labels, stats, 0.97, 0.5, limits)
