@@ -77,13 +77,14 @@ def calibrate_review(checkpoint: str, data: str, split: str = "val") -> dict[str
             f"{checkpoint}: no {split} case of {data} could be segmented to calibrate the review "
             f"limit; first error: {rows[0]['error'] if rows else 'no cases'}"
         )
-    scored = {r["case_id"]: r["certainty"] for r in ok if r["certainty"] is not None}
+    # Rounded before the limit is taken, so the recorded certainties reproduce the limit.
+    ok.sort(key=lambda r: r["case_id"])
+    scored = {str(r["case_id"]): round(r["certainty"], 4) for r in ok if r["certainty"] is not None}
     limit = None
     if scored:
         limit = certainty_limit(list(scored.values()), ReviewLimits.min_certainty)
     return {"min_certainty": limit, "split": split, "data": _fingerprint(data),
-            "cases": len(scored), "certainty": {str(k): round(v, 4)
-                                                for k, v in sorted(scored.items())}}  # fmt: skip
+            "cases": len(scored), "certainty": scored}  # fmt: skip
 
 
 def calibrate_before_registering(checkpoint: str, data: str) -> str:
