@@ -23,6 +23,7 @@ from typing import Any
 
 from livseg.errors import UsageError
 from livseg.evaluate.cases import cached_segmenter, error_row
+from livseg.inference import ReviewLimits
 from livseg.io import read_volume, storage
 
 FACTOR = 4.0
@@ -30,7 +31,10 @@ FLOOR = 0.80
 
 
 def certainty_limit(
-    certainties: list[float], default: float, factor: float = FACTOR, floor: float = FLOOR
+    certainties: list[float],
+    default: float = ReviewLimits.min_certainty,
+    factor: float = FACTOR,
+    floor: float = FLOOR,
 ) -> float:
     """The review limit of a model whose validation cases scored ``certainties`` (each in
     [0, 1]): ``1 - factor × (1 - min(certainties))``, within [``floor``, ``default``]."""
@@ -64,7 +68,6 @@ def calibrate_review(checkpoint: str, data: str, split: str = "val") -> dict[str
     return ``{"min_certainty", "split", "data", "cases", "certainty"}`` (certainty per case id);
     ``min_certainty`` None when the model labelled no liver in any case."""
     from livseg.evaluate.runner import evaluation_cases, run_tasks
-    from livseg.inference import ReviewLimits
 
     cases = evaluation_cases(data, split)
     items = [{"case_id": c.case_id, "image_uri": c.image_uri} for c in cases]
@@ -82,7 +85,7 @@ def calibrate_review(checkpoint: str, data: str, split: str = "val") -> dict[str
     scored = {str(r["case_id"]): round(r["certainty"], 4) for r in ok if r["certainty"] is not None}
     limit = None
     if scored:
-        limit = certainty_limit(list(scored.values()), ReviewLimits.min_certainty)
+        limit = certainty_limit(list(scored.values()))
     return {"min_certainty": limit, "split": split, "data": _fingerprint(data),
             "cases": len(scored), "certainty": scored}  # fmt: skip
 
