@@ -96,6 +96,10 @@ def test_main_job_runs_on_embedded_defaults(tmp_path):
         "chosen loss weights: dice=" in final
         and f"current model: livseg {current['version']}" in final
     )
+    stages = final.split("minutes per stage: ", 1)[1].split(" (total", 1)[0]
+    assert [part.rsplit(" ", 1)[0] for part in stages.split(", ")] == [
+        "start and data", "training", "cascade", "sweep", "evaluation", "registering", "night"
+    ]  # fmt: skip
     for model in ("unet", "unet-resnet34", "unet-resnet34 (tuned)", "vnet", "cascade"):
         assert f"\n{model} " in final, model  # its row of the test comparison
     night = work / "archive-out"
