@@ -23,6 +23,9 @@ os.environ.update(
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
         "RAY_USAGE_STATS_ENABLED": "0",
         "HF_HUB_OFFLINE": "1",
+        # What build_trainer sets on first use, set before any test so that every test and
+        # the jobs they start poll the same way whatever the order they run in.
+        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
         "AWS_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}",
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",

@@ -83,8 +83,9 @@ def build_trainer(cfg: TrainConfig, callbacks: list | None = None) -> TorchTrain
     _check_cluster(cfg)
     # Ray Train's controller polls its workers every 2 s by default, so each run ends up to
     # ~2 s after its last report and a short run (tests, sweeps' trials) waits on polls more
-    # than it trains. 0.5 s keeps the polling cheap; a value the user set is kept (Ray
-    # propagates it from the driver to the controller).
+    # than it trains. 0.5 s keeps the polling cheap for tens of workers; a value set in the
+    # driver's environment is kept (Ray propagates it from the driver to the controller; one
+    # exported only on the nodes is not). Set for the process: later trainers poll alike.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     fs, path = storage.filesystem(storage.join(cfg.storage, cfg.name))
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.gpu else {})}
