@@ -4,6 +4,19 @@ from __future__ import annotations
 
 import os
 
+# Ray Train's controller polls its workers every 2 s by default, so each run ends up to ~2 s
+# after its last report and a short run (tests, sweeps' trials) waits on polls more than it
+# trains. 0.5 s keeps the polling cheap for tens of workers.
+TRAIN_POLL_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
+
+
+def quick_train_polling() -> None:
+    """Poll Ray Train's workers every 0.5 s unless the driver's environment says otherwise
+    (Ray propagates it from the driver to the controller; a value exported only on the nodes
+    is overridden). Set for the process: later trainers poll alike."""
+    for key, value in TRAIN_POLL_ENV.items():
+        os.environ.setdefault(key, value)
+
 
 def init_ray(address: str | None = None, **kwargs) -> None:
     """Start or join Ray once per process.

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import socket
 
+from livseg.runtime import TRAIN_POLL_ENV
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -25,7 +27,7 @@ os.environ.update(
         "HF_HUB_OFFLINE": "1",
         # What build_trainer sets on first use, set before any test so that every test and
         # the jobs they start poll the same way whatever the order they run in.
-        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
+        **TRAIN_POLL_ENV,
         "AWS_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}",
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +16,7 @@ from livseg.config import to_dict
 from livseg.data import read_record, read_split
 from livseg.errors import UsageError
 from livseg.io import storage
+from livseg.runtime import init_ray, quick_train_polling
 from livseg.train.checkpoint import check_init, load_train_state
 from livseg.train.config import TrainConfig
 from livseg.train.history import write_history
@@ -81,12 +81,7 @@ def build_trainer(cfg: TrainConfig, callbacks: list | None = None) -> TorchTrain
 
     record = read_record(cfg.data)
     _check_cluster(cfg)
-    # Ray Train's controller polls its workers every 2 s by default, so each run ends up to
-    # ~2 s after its last report and a short run (tests, sweeps' trials) waits on polls more
-    # than it trains. 0.5 s keeps the polling cheap for tens of workers; a value set in the
-    # driver's environment is kept (Ray propagates it from the driver to the controller; one
-    # exported only on the nodes is not). Set for the process: later trainers poll alike.
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+    quick_train_polling()
     fs, path = storage.filesystem(storage.join(cfg.storage, cfg.name))
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.gpu else {})}
     return TorchTrainer(
@@ -116,8 +111,6 @@ def build_trainer(cfg: TrainConfig, callbacks: list | None = None) -> TorchTrain
 
 def fit(cfg: TrainConfig) -> dict[str, Any]:
     """Train one architecture; return its summary row (best validation metrics, checkpoint)."""
-    from livseg.runtime import init_ray
-
     record = read_record(cfg.data)
     in_channels = 1 if is_volumetric(cfg.arch) else record["channels"]
     # Built here first so that a wrong arch or weights file is a usage error on the driver, not
