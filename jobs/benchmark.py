@@ -3,7 +3,8 @@ ratios against their targets beside it. Every figure is the median of --repeats 
 of equal work after a warm-up, with min and max.
 
 python jobs/benchmark.py [--stage preprocess|train|metrics|inference] [--quick] [--gpu]
-                         [--repeats N] [--out FILE]
+                         [--repeats N] [--data DIR|s3://...] [--model CHECKPOINT]
+                         [--out FILE]
 
 preprocess: Ray Data vs a single-process loop over the same functions (cases/s, MB/s, ratio;
   target >= 1.6 on 2 cores), one worker's peak memory per case relative to the decoded volume
@@ -14,7 +15,8 @@ train: the Ray Train worker fed by Ray Data vs the best plain PyTorch input path
   a profile of one window; DDP with 2 workers vs 1 (CPU).
 metrics: seconds of one LiTS-sized per-case scoring (512²×500, one CPU; target <= 10 s).
 inference: the model alone, the Segmenter called directly, the Serve app and the nightly
-  archive job on the same studies (targets: Serve and archive >= 0.8 of direct).
+  archive job on the same studies (targets: Serve and archive >= 0.8 of direct); the model
+  is --model, or a unet-resnet34 trained for two steps (speed does not depend on weights).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ def parser() -> argparse.ArgumentParser:
         "--repeats", type=int, default=3, help="timed windows per figure, >= 3 (default 3)"
     )
     p.add_argument("--data", help="preprocess this LiTS folder or s3:// prefix instead")
+    p.add_argument("--model", help="inference: measure this checkpoint (folder or s3://) "
+                   "instead of a briefly trained unet-resnet34")  # fmt: skip
     p.add_argument("--out", default=DEFAULT_OUT, help=f"JSON file, local or s3:// (default "
                    f"{DEFAULT_OUT}); the plot goes beside it as .png")  # fmt: skip
     return p
@@ -51,10 +55,12 @@ def main(args: argparse.Namespace) -> int:
 
     scale = SCALES["tiny" if args.tiny else "quick" if args.quick else "full"]
     stages = tuple(args.stage or STAGES)
-    figures = run_benchmarks(stages, scale, args.repeats, args.gpu, args.data)
+    figures = run_benchmarks(stages, scale, args.repeats, args.gpu, args.data, args.model)
+    model = args.model or ("trained briefly" if "inference" in stages else "none")
     settings = {"stages": list(stages), "scale": "tiny" if args.tiny else
                 "quick" if args.quick else "full", "gpu": args.gpu, "repeats": args.repeats,
-                "data": args.data or "generated"}  # fmt: skip
+                "data": args.data or "generated",
+                "model": model}  # fmt: skip
     doc = document(figures, settings)
     check_finite(doc)
     print(json.dumps(doc, indent=2))

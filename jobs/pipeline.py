@@ -72,7 +72,7 @@ def main(args: argparse.Namespace) -> int:
     from livseg.io import storage
     from livseg.runtime import init_ray, largest_node_cpus
     from livseg.synthetic import write_dataset
-    from livseg.train import STUDY_ARCHS, TrainConfig, fit, format_comparison, is_volumetric
+    from livseg.train import STUDY_ARCHS, TrainConfig, fit_each, format_comparison, is_volumetric
 
     if args.cases < 3:
         raise UsageError(f"--cases {args.cases}: need at least 3 (one per split)")
@@ -116,9 +116,9 @@ def main(args: argparse.Namespace) -> int:
     # training volumes are 128 steps; 10 epochs (80 steps) left it at 0.48 in one run.
     volume_cfg = replace(train_cfg, epochs=args.volume_epochs, patience=args.volume_epochs, lr=2e-3)
     slice_cfg = replace(train_cfg, steps_per_epoch=args.steps_per_epoch)
-    rows = [
-        fit(replace(volume_cfg if is_volumetric(arch) else slice_cfg, arch=arch)) for arch in archs
-    ]
+    rows = fit_each(
+        [replace(volume_cfg if is_volumetric(arch) else slice_cfg, arch=arch) for arch in archs]
+    )
     print(format_comparison(rows))
     clock.lap("training")
     cascade = _cascade(args, raw, cfg, slice_cfg, rows)

@@ -49,10 +49,16 @@ def gpu_scale(scale: BenchScale) -> BenchScale:
 
 
 def run_benchmarks(
-    stages: tuple[str, ...], scale: BenchScale, repeats: int, gpu: bool, data: str | None = None
+    stages: tuple[str, ...],
+    scale: BenchScale,
+    repeats: int,
+    gpu: bool,
+    data: str | None = None,
+    model: str | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Each chosen stage's figures, in ``STAGES`` order."""
-    from livseg.benchmarks.inference import bench_inference
+    """Each chosen stage's figures, in ``STAGES`` order. ``data``: a LiTS folder for the
+    preprocess stage; ``model``: a checkpoint for the inference stage (else one is trained)."""
+    from livseg.benchmarks.inference import bench_inference, check_model
     from livseg.benchmarks.preprocessing import bench_preprocess
     from livseg.benchmarks.scoring import bench_metrics
     from livseg.benchmarks.training import bench_train
@@ -62,6 +68,8 @@ def run_benchmarks(
         raise UsageError(f"unknown stage(s) {sorted(unknown)}; choose from {', '.join(STAGES)}")
     if repeats < 3:
         raise UsageError(f"--repeats {repeats}: each figure needs at least 3 timed windows")
+    if model and "inference" in stages:
+        check_model(model)  # a wrong model fails now, not after the other stages
     s = gpu_scale(scale) if gpu else scale
     out: dict[str, dict[str, Any]] = {}
     for stage in (name for name in STAGES if name in stages):
@@ -74,6 +82,6 @@ def run_benchmarks(
         elif stage == "metrics":
             out[stage] = bench_metrics(s.metrics_size, s.metrics_slices, repeats)
         else:
-            out[stage] = bench_inference(s.inference_cases, s.inference_size, repeats, gpu)
+            out[stage] = bench_inference(s.inference_cases, s.inference_size, repeats, gpu, model)
         out[stage]["stage_wall_s"] = round(time.perf_counter() - started, 1)
     return out

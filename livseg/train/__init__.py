@@ -16,7 +16,9 @@ from livseg.train.loop import NonFiniteLossError, count_parameters, train_epoch,
 from livseg.train.losses import build_loss, parse_loss_weights
 from livseg.train.models import available_archs, build_model, is_volumetric
 from livseg.train.precision import memory_format, use_bf16
-from livseg.train.runs import build_trainer, checkpoint_uri, fit, fit_all, format_comparison
+from livseg.train.runs import (
+    build_trainer, checkpoint_uri, fit, fit_all, fit_each, format_comparison,
+)
 from livseg.train.scoring import predict_labels, score_split
 
 __all__ = [
@@ -24,7 +26,7 @@ __all__ = [
     "NonFiniteLossError", "TrainConfig", "augment_slices", "augment_volumes", "available_archs",
     "build_loss", "build_model", "build_trainer", "case_counts", "check_init", "checkpoint_uri",
     "confusion",
-    "count_parameters", "dice_from_counts", "fit", "fit_all", "foreground_iou_f1",
+    "count_parameters", "dice_from_counts", "fit", "fit_all", "fit_each", "foreground_iou_f1",
     "format_comparison", "is_volumetric", "load_checkpoint", "load_train_state",
     "memory_format", "parse_loss_weights", "predict_labels", "read_meta", "save_checkpoint",
     "score_split", "structure_masks", "summarise_cases", "train_epoch", "train_loop",

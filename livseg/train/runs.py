@@ -33,9 +33,15 @@ COMPARISON_COLUMNS = (
 )  # fmt: skip
 
 
-def _datasets(cfg: TrainConfig) -> dict[str, Any]:
+def _dataset_key(cfg: TrainConfig) -> tuple:
+    """What a run's datasets depend on: runs with equal keys can share one materialised copy."""
     kind = "volumes" if is_volumetric(cfg.arch) else "slices"
-    oversample = kind == "slices" and cfg.tumour_share > 0
+    return cfg.data, kind, cfg.tumour_share if kind == "slices" else 0.0
+
+
+def _datasets(cfg: TrainConfig) -> dict[str, Any]:
+    _, kind, share = _dataset_key(cfg)
+    oversample = share > 0
     train = (
         read_split(cfg.data, "train", kind)
         .select_columns(["image", "mask", "has_tumour"] if oversample else ["image", "mask"])
@@ -51,6 +57,16 @@ def _datasets(cfg: TrainConfig) -> dict[str, Any]:
     train = train.randomize_block_order()
     val = read_split(cfg.data, "val", kind).select_columns(["image", "mask", "case_id"])
     return {"train": train, "val": val.materialize()}
+
+
+def shared_datasets(cfg: TrainConfig, shared: dict) -> dict[str, Any]:
+    """``cfg``'s datasets from ``shared`` if a run with the same ``_dataset_key`` made them;
+    otherwise made here, after dropping what ``shared`` held (one copy at most)."""
+    key = _dataset_key(cfg)
+    if key not in shared:
+        shared.clear()
+        shared[key] = _datasets(cfg)
+    return shared[key]
 
 
 def _check_cluster(cfg: TrainConfig) -> None:
@@ -70,11 +86,13 @@ def checkpoint_uri(path: str, storage_root: str) -> str:
     return f"s3://{path}" if storage.is_s3(storage_root) else path
 
 
-def build_trainer(cfg: TrainConfig, callbacks: list | None = None) -> TorchTrainer:
+def build_trainer(
+    cfg: TrainConfig, callbacks: list | None = None, shared: dict | None = None
+) -> TorchTrainer:
     """The TorchTrainer of one run, storing under ``<storage>/<name>/<arch>/``.
 
-    ``callbacks`` go to the trainer's RunConfig (a sweep passes Tune's ``TuneReportCallback``).
-    Ray must be initialised; the storage folder must exist.
+    ``callbacks`` go to the trainer's RunConfig (a sweep passes Tune's ``TuneReportCallback``);
+    ``shared``: see ``fit``. Ray must be initialised; the storage folder must exist.
     """
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -103,14 +121,19 @@ def build_trainer(cfg: TrainConfig, callbacks: list | None = None) -> TorchTrain
             ),
             callbacks=callbacks,
         ),
-        datasets=_datasets(cfg),
+        datasets=_datasets(cfg) if shared is None else shared_datasets(cfg, shared),
         # Validation is not split: an equal split drops rows; ranks share it batch by batch.
         dataset_config=DataConfig(datasets_to_split=["train"]),
     )
 
 
-def fit(cfg: TrainConfig) -> dict[str, Any]:
-    """Train one architecture; return its summary row (best validation metrics, checkpoint)."""
+def fit(cfg: TrainConfig, shared: dict | None = None) -> dict[str, Any]:
+    """Train one architecture; return its summary row (best validation metrics, checkpoint).
+
+    Runs given the same ``shared`` dict that read the same shards the same way use one
+    materialised copy (reading and decoding them takes seconds per run); the dict holds one
+    copy at most, so a run that reads something else frees it first.
+    """
     record = read_record(cfg.data)
     in_channels = 1 if is_volumetric(cfg.arch) else record["channels"]
     # Built here first so that a wrong arch or weights file is a usage error on the driver, not
@@ -122,7 +145,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
     run_root = storage.join(cfg.storage, cfg.name)
     storage.prepare_output(run_root, f"--storage {cfg.storage}")
     init_ray()
-    trainer = build_trainer(cfg)
+    trainer = build_trainer(cfg, shared=shared)
     started = time.time()
     result = _fit_trainer(trainer)
     best, best_metrics = max(result.best_checkpoints, key=lambda item: item[1]["val_score"])
@@ -165,11 +188,17 @@ def _fit_trainer(trainer: TorchTrainer):
         raise
 
 
+def fit_each(cfgs: list[TrainConfig]) -> list[dict[str, Any]]:
+    """``fit`` each config in turn, consecutive runs on the same data sharing its datasets."""
+    shared: dict = {}
+    return [fit(cfg, shared) for cfg in cfgs]
+
+
 def fit_all(base: TrainConfig, archs: list[str]) -> list[dict[str, Any]]:
     """Train each architecture in turn; write ``comparison.csv`` beside the runs."""
     from dataclasses import replace
 
-    rows = [fit(replace(base, arch=arch)) for arch in archs]
+    rows = fit_each([replace(base, arch=arch) for arch in archs])
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=COMPARISON_COLUMNS, extrasaction="ignore")
     writer.writeheader()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,11 +48,12 @@ def _numbers(value):
         yield value
 
 
-def test_benchmark_job_writes_every_figure(tmp_path):
+def test_benchmark_job_writes_every_figure(tmp_path, trained_unet):
     out = tmp_path / "bench" / "result.json"
     with private_ray() as (env, _marker):
         done = subprocess.run(
-            [sys.executable, "jobs/benchmark.py", "--tiny", "--repeats", "3", "--out", str(out)],
+            [sys.executable, "jobs/benchmark.py", "--tiny", "--repeats", "3", "--out", str(out),
+             "--model", trained_unet],  # inference measures the session's model
             cwd=ROOT, env={**env, "RAY_AUTH_MODE": "disabled"}, capture_output=True, text=True,
             timeout=1500,
         )  # fmt: skip
@@ -61,6 +63,8 @@ def test_benchmark_job_writes_every_figure(tmp_path):
     assert {"date", "machine", "versions", "settings", "ratios", "stages"} <= doc.keys()
     assert doc["versions"]["ray"] and doc["machine"]["cpus"] >= 1
     assert doc["settings"]["repeats"] == 3 and doc["settings"]["scale"] == "tiny"
+    assert doc["settings"]["model"] == trained_unet
+    assert doc["stages"]["inference"]["arch"] == "unet"  # the model given, not one trained
     assert set(doc["stages"]) == set(FIGURES)
     for stage, keys in FIGURES.items():
         for key in keys:
@@ -98,4 +102,23 @@ def test_benchmark_refuses_fewer_than_three_windows(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 2 and "at least 3 timed windows" in done.stderr
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_benchmark_refuses_a_model_it_cannot_measure(tmp_path, trained_unet):
+    """Before any stage runs (preprocess comes first and would outlast the timeout): a folder
+    that is no checkpoint, and a 3-D model the model-alone side cannot feed slices."""
+    vnet = tmp_path / "vnet"
+    shutil.copytree(trained_unet, vnet)
+    meta = json.loads((vnet / "meta.json").read_text())
+    (vnet / "meta.json").write_text(json.dumps({**meta, "arch": "vnet"}))
+    for model, message in ((tmp_path / "empty", "not a livseg checkpoint"), (vnet, "a 3-D model")):
+        model.mkdir(exist_ok=True)
+        done = subprocess.run(
+            [sys.executable, "jobs/benchmark.py", "--tiny", "--model", str(model),
+             "--out", str(tmp_path / "b.json")],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
+        assert "Ray instance" not in done.stderr  # refused before any stage started Ray
     assert not (tmp_path / "b.json").exists()
