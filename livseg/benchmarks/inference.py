@@ -66,6 +66,8 @@ def bench_inference(
     from livseg.synthetic import write_dataset
     from livseg.train import TrainConfig, fit, read_meta
 
+    if model:
+        check_model(model)  # here too for callers other than run_benchmarks (cheap: meta only)
     init_ray()
     cpus = int(ray.cluster_resources().get("CPU", 1))
     device, batch = ("cuda", 64) if gpu else ("cpu", 16)

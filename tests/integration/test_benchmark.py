@@ -108,12 +108,12 @@ def test_benchmark_refuses_fewer_than_three_windows(tmp_path):
 def test_benchmark_refuses_a_model_it_cannot_measure(tmp_path, trained_unet):
     """Before any stage runs (preprocess comes first and would outlast the timeout): a folder
     that is no checkpoint, and a 3-D model the model-alone side cannot feed slices."""
+    (tmp_path / "empty").mkdir()
     vnet = tmp_path / "vnet"
     shutil.copytree(trained_unet, vnet)
     meta = json.loads((vnet / "meta.json").read_text())
     (vnet / "meta.json").write_text(json.dumps({**meta, "arch": "vnet"}))
     for model, message in ((tmp_path / "empty", "not a livseg checkpoint"), (vnet, "a 3-D model")):
-        model.mkdir(exist_ok=True)
         done = subprocess.run(
             [sys.executable, "jobs/benchmark.py", "--tiny", "--model", str(model),
              "--out", str(tmp_path / "b.json")],
