@@ -205,7 +205,7 @@ def scaling(raw: str, cfg: PreprocessConfig, cases: int, repeats: int, tmp: Path
 
 
 def _warm(row: dict[str, Any]) -> dict[str, Any]:
-    import livseg.data  # noqa: F401 - imports cv2, nibabel, scipy like a real task
+    from livseg.data import case_slices  # noqa: F401 - imports torch, cv2, nibabel as a task does
 
     return row
 
