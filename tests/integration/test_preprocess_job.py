@@ -143,6 +143,9 @@ def test_ray_dataset_reader_gives_torch_batches(local_run):
     reader = DataContext.get_current().use_datasource_v2
     ds = shards.read_split(str(out), "val")
     assert DataContext.get_current().use_datasource_v2 == reader  # chosen for its read only
+    # The V1 reader: V2 would list files with a ListFiles operator (32 footer actors per read).
+    plan = shards.read_split(str(out), "val").materialize().stats()
+    assert "ReadParquet" in plan and "ListFiles" not in plan
     images, masks = next(shards.torch_batches(ds, batch_size=4))
     assert tuple(images.shape[1:]) == (3, 64, 64) and tuple(masks.shape[1:]) == (64, 64)
     assert str(images.dtype) == "torch.float32" and str(masks.dtype) == "torch.int64"
