@@ -43,9 +43,10 @@ def _train_worker_pids(nodes) -> list[int]:
 
 def test_killed_worker_resumes_from_last_checkpoint(cluster, tmp_path):
     nodes, shards = cluster
+    # 6 steps an epoch: the test needs checkpoints and a restart, not a trained model.
     cfg = TrainConfig(
         data=shards, arch="unet", epochs=4, batch_size=8, lr=1e-3, workers=2, max_failures=3,
-        storage=str(tmp_path), name="fault",
+        steps_per_epoch=6, storage=str(tmp_path), name="fault",
     )  # fmt: skip
     with ThreadPoolExecutor(1) as pool:
         future = pool.submit(fit, cfg)
@@ -110,7 +111,8 @@ def test_ray_job_submit_runs_preprocess_train_evaluate(cluster, tmp_path):
         assert "cases ok 6, failed 0" in out and (tmp_path / "shards" / "preprocess.json").is_file()
         runs = str(tmp_path / "runs")
         out = submit("jobs/train.py", "--data", shards, "--arch", "unet-resnet34", "--epochs", "1",
-                     "--workers", "1", "--storage", runs, "--name", "submitted")  # fmt: skip
+                     "--set", "steps_per_epoch=6", "--workers", "1", "--storage", runs,
+                     "--name", "submitted")  # fmt: skip
         assert (tmp_path / "runs" / "submitted" / "comparison.csv").is_file()
         checkpoint = out.split("unet-resnet34: best checkpoint ", 1)[1].split()[0]
         out = submit("jobs/evaluate.py", "--model", checkpoint, "--data", shards,
