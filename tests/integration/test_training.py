@@ -30,8 +30,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def comparison(shards, tmp_path_factory):
     storage = tmp_path_factory.mktemp("runs")
-    # Full epochs: with 4 steps an epoch the two DDP workers' BatchNorm statistics still differ
-    # enough that their validation and a one-CPU reload disagree (seen in a CI run, 2026-12-02).
+    # Full epochs: with 4 steps an epoch (liver Dice 0.33) the two DDP workers' validation and a
+    # one-CPU reload differed by 7e-6 (a clean-clone run, 2026-12-02; the cause not traced).
     cfg = TrainConfig(
         data=shards, arch="unet-resnet34", epochs=2, batch_size=8, lr=1e-3, workers=2,
         storage=str(storage), name="cmp", keep=1,
