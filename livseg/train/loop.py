@@ -156,12 +156,13 @@ def train_loop(config: dict[str, Any]) -> None:
 
     for epoch in range(state["epoch"], cfg.epochs):
         started = time.time()
-        gen.manual_seed(cfg.seed * 100_003 + epoch * 1009 + rank)
+        epoch_seed = cfg.seed * 100_003 + epoch * 1009 + rank
+        gen.manual_seed(epoch_seed)
         # Equal shards (Ray Train's split) give every rank the same number of batches, which
         # DDP needs; the last batch may be short rather than dropped (small volume sets).
         loader = train_shard.iter_torch_batches(
             batch_size=batch_size, local_shuffle_buffer_size=cfg.shuffle_buffer,
-            device=device, prefetch_batches=4,
+            local_shuffle_seed=epoch_seed, device=device, prefetch_batches=4,
         )  # fmt: skip
         t_loss, t_conf, bad_step = train_epoch(
             model, loader, loss_fn, opt, cfg, gen, classes, device

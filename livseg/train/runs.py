@@ -36,15 +36,21 @@ COMPARISON_COLUMNS = (
 def _dataset_key(cfg: TrainConfig) -> tuple:
     """What a run's datasets depend on: runs with equal keys can share one materialised copy."""
     kind = "volumes" if is_volumetric(cfg.arch) else "slices"
-    return cfg.data, kind, cfg.tumour_share if kind == "slices" else 0.0
+    return cfg.data, kind, cfg.tumour_share if kind == "slices" else 0.0, cfg.seed
 
 
 def _datasets(cfg: TrainConfig) -> dict[str, Any]:
-    _, kind, share = _dataset_key(cfg)
+    from ray.data import RandomSeedConfig
+
+    _, kind, share, _ = _dataset_key(cfg)
     oversample = share > 0
+    train = read_split(cfg.data, "train", kind)
+    # Every execution below (and the datasets made from ``train``, which share its context)
+    # keeps the order of blocks: with the seeded block order, one seed gives one data order.
+    # Without it the tumour rows' filter returned its blocks in the order tasks finished.
+    train.context.execution_options.preserve_order = True
     train = (
-        read_split(cfg.data, "train", kind)
-        .select_columns(["image", "mask", "has_tumour"] if oversample else ["image", "mask"])
+        train.select_columns(["image", "mask", "has_tumour"] if oversample else ["image", "mask"])
         # Small blocks, shuffled each epoch, plus each worker's local buffer mix cases well.
         .repartition(target_num_rows_per_block=32)
         .materialize()  # fixed-shape tensors held once: every epoch reads memory, not Parquet
@@ -54,7 +60,8 @@ def _datasets(cfg: TrainConfig) -> dict[str, Any]:
         # task may follow the union: inside the run it needs a CPU, and a worker that reserved
         # every CPU waits for it forever (a projection here hung one worker on 2 of 2 CPUs).
         train, _ = oversample_tumour(train, cfg.tumour_share)
-    train = train.randomize_block_order()
+    # A new block order each epoch (each execution of the dataset), the same for the same seed.
+    train = train.randomize_block_order(seed=RandomSeedConfig(seed=cfg.seed))
     val = read_split(cfg.data, "val", kind).select_columns(["image", "mask", "case_id"])
     return {"train": train, "val": val.materialize()}
 
@@ -67,6 +74,19 @@ def shared_datasets(cfg: TrainConfig, shared: dict) -> dict[str, Any]:
         shared.clear()
         shared[key] = _datasets(cfg)
     return shared[key]
+
+
+def _ordered_ingest():
+    """Ray Train's ingest options with ``preserve_order``: the train split then hands its
+    (seeded) block order to the workers the same way every run. Without it the split gives each
+    block to whichever worker asks first, and two DDP runs with one seed trained differently
+    (validation liver Dice 0.10, 0.58, 0.54 after 8 steps). It also drops locality hints: on
+    several nodes a worker may read blocks held on another node."""
+    from ray.train import DataConfig
+
+    options = DataConfig.default_ingest_options()
+    options.preserve_order = True
+    return options
 
 
 def _check_cluster(cfg: TrainConfig) -> None:
@@ -123,7 +143,9 @@ def build_trainer(
         ),
         datasets=_datasets(cfg) if shared is None else shared_datasets(cfg, shared),
         # Validation is not split: an equal split drops rows; ranks share it batch by batch.
-        dataset_config=DataConfig(datasets_to_split=["train"]),
+        dataset_config=DataConfig(
+            datasets_to_split=["train"], execution_options={"train": _ordered_ingest()}
+        ),
     )
 
 
