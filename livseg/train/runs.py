@@ -76,7 +76,7 @@ def shared_datasets(cfg: TrainConfig, shared: dict) -> dict[str, Any]:
     return shared[key]
 
 
-def _ordered_ingest():
+def _ordered_ingest() -> Any:
     """Ray Train's ingest options with ``preserve_order``: the train split then hands its
     (seeded) block order to the workers the same way every run. Without it the split gives each
     block to whichever worker asks first, and two DDP runs with one seed trained differently
