@@ -17,6 +17,7 @@ from livseg.registry import register
 from livseg.train import (
     NonFiniteLossError,
     TrainConfig,
+    build_model,
     fit,
     fit_all,
     load_checkpoint,
@@ -210,9 +211,15 @@ def test_the_same_seed_trains_the_same_model(share_run):
     seeds but without ordered blocks at 0.52 and 0.67."""
     cfg, first = share_run
     again = fit(replace(cfg, name="share-again"))
-    assert first["val_liver_dice"] > 0.3  # it learned, so the order the slices came in mattered
     assert again["val_liver_dice"] == first["val_liver_dice"]
     assert again["val_loss"] == first["val_loss"]
-    (a, _), (b, _) = load_checkpoint(first["checkpoint"]), load_checkpoint(again["checkpoint"])
+    (a, meta), (b, _) = load_checkpoint(first["checkpoint"]), load_checkpoint(again["checkpoint"])
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(x, y), name
+    # The steps moved the weights from their (seeded) start, so the order the slices came in
+    # mattered. Not a Dice floor: one epoch's Dice differs from CPU to CPU (0.67 here, 0.09 on CI).
+    torch.manual_seed(cfg.seed)
+    start = build_model(meta["arch"], meta["in_channels"], meta["classes"], "none").state_dict()
+    weights = [k for k, v in start.items() if v.is_floating_point()]
+    moved = [k for k in weights if not torch.equal(start[k], a.state_dict()[k])]
+    assert len(moved) > 0.9 * len(weights), sorted(set(weights) - set(moved))
