@@ -53,7 +53,7 @@ def test_config_errors_are_usage_errors():
         TrainConfig(dice=0, focal=0)
 
 
-@pytest.mark.parametrize(("job", "size"), [("pipeline", 96), ("preprocess", 256)])
+@pytest.mark.parametrize(("job", "size"), [("pipeline", 64), ("preprocess", 256)])
 def test_help_shows_the_size_the_job_uses(job, size, tmp_path):
     module = _job(job)
     parser = module.parser()
