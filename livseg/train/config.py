@@ -60,6 +60,8 @@ class TrainConfig:
             raise UsageError(f"precision={self.precision!r}: use auto, bf16 or fp32")
         if not 0.0 <= self.tumour_share < 1.0:
             raise UsageError(f"tumour_share={self.tumour_share}: must be within [0, 1)")
+        if self.seed < 0:  # Ray Data's shuffle buffer seeds numpy, which refuses negative seeds
+            raise UsageError(f"seed={self.seed}: must be 0 or more")
         if self.cpus_per_worker <= 0:
             raise UsageError(f"cpus_per_worker={self.cpus_per_worker}: must be positive")
         # Checked here, on the driver: on a worker the same mistake would be retried as a fault.

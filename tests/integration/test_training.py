@@ -216,10 +216,39 @@ def test_the_same_seed_trains_the_same_model(share_run):
     (a, meta), (b, _) = load_checkpoint(first["checkpoint"]), load_checkpoint(again["checkpoint"])
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(x, y), name
-    # The steps moved the weights from their (seeded) start, so the order the slices came in
-    # mattered. Not a Dice floor: one epoch's Dice differs from CPU to CPU (0.67 here, 0.09 on CI).
+    # The steps moved the parameters from their seeded start (rebuilt as the loop builds it), so
+    # the equality above is not that of two untrained models. Not a Dice floor: one epoch's Dice
+    # differs from CPU to CPU (0.67 here, 0.09 on CI).
     torch.manual_seed(cfg.seed)
-    start = build_model(meta["arch"], meta["in_channels"], meta["classes"], "none").state_dict()
-    weights = [k for k, v in start.items() if v.is_floating_point()]
-    moved = [k for k in weights if not torch.equal(start[k], a.state_dict()[k])]
-    assert len(moved) > 0.9 * len(weights), sorted(set(weights) - set(moved))
+    start = dict(build_model(meta["arch"], meta["in_channels"], meta["classes"], "none")
+                 .named_parameters())  # fmt: skip
+    trained = dict(a.named_parameters())
+    moved = [k for k, v in start.items() if not torch.equal(v, trained[k])]
+    assert len(moved) > 0.9 * len(start), sorted(set(start) - set(moved))
+
+
+def test_the_seed_sets_each_epochs_block_order(shards):
+    """The training dataset's order, read as the loop's epochs read it: the same for the same
+    seed (rebuilt from the shards), a new one each epoch, another one for another seed."""
+    from livseg.train.runs import _datasets
+
+    def epochs(seed: int, n: int = 2) -> list[list[float]]:
+        train = _datasets(TrainConfig(data=shards, arch="unet", seed=seed))["train"]
+
+        def rows():  # one epoch: each row named by its image's sum
+            for batch in train.iter_batches(batch_size=64):
+                yield from (
+                    batch["image"]
+                    .reshape(len(batch["image"]), -1)
+                    .astype("float64")
+                    .sum(1)
+                    .round(3)
+                )
+
+        return [[float(x) for x in rows()] for _ in range(n)]
+
+    first = epochs(0)
+    assert len(first[0]) > 32 and sorted(first[0]) == sorted(first[1])  # every row each epoch
+    assert first[0] != first[1]
+    assert epochs(0) == first
+    assert epochs(1)[0] != first[0]

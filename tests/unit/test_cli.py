@@ -51,6 +51,8 @@ def test_config_errors_are_usage_errors():
     # checked on the driver: on a Ray Train worker it would be retried as a fault, then exit 1
     with pytest.raises(UsageError, match="dice or focal above 0"):
         TrainConfig(dice=0, focal=0)
+    with pytest.raises(UsageError, match="seed=-1: must be 0 or more"):
+        TrainConfig(seed=-1)
 
 
 @pytest.mark.parametrize(("job", "size"), [("pipeline", 64), ("preprocess", 256)])
