@@ -230,22 +230,20 @@ def test_the_same_seed_trains_the_same_model(share_run):
 def test_the_seed_sets_each_epochs_block_order(shards):
     """The training dataset's order, read as the loop's epochs read it: the same for the same
     seed (rebuilt from the shards), a new one each epoch, another one for another seed."""
-    from livseg.train.runs import _datasets
+    import numpy as np
+
+    from livseg.train.runs import shared_datasets
 
     def epochs(seed: int, n: int = 2) -> list[list[float]]:
-        train = _datasets(TrainConfig(data=shards, arch="unet", seed=seed))["train"]
-
-        def rows():  # one epoch: each row named by its image's sum
-            for batch in train.iter_batches(batch_size=64):
-                yield from (
-                    batch["image"]
-                    .reshape(len(batch["image"]), -1)
-                    .astype("float64")
-                    .sum(1)
-                    .round(3)
-                )
-
-        return [[float(x) for x in rows()] for _ in range(n)]
+        """``n`` epochs, each row named by its image's sum."""
+        train = shared_datasets(TrainConfig(data=shards, arch="unet", seed=seed), {})["train"]
+        return [
+            np.concatenate([
+                b["image"].reshape(len(b["image"]), -1).astype(np.float64).sum(1)
+                for b in train.iter_batches(batch_size=64)
+            ]).round(3).tolist()
+            for _ in range(n)
+        ]  # fmt: skip
 
     first = epochs(0)
     assert len(first[0]) > 32 and sorted(first[0]) == sorted(first[1])  # every row each epoch
