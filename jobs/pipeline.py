@@ -61,7 +61,11 @@ def parser() -> argparse.ArgumentParser:
                    "local instance)")  # fmt: skip
     p.add_argument("--gpu", action="store_true", help="train on every GPU of the cluster "
                    "(one DDP worker each, bf16) and serve with one GPU per replica")  # fmt: skip
-    cli.preprocess_flags(p, size=SIZE, roi=False)
+    cli.preprocess_flags(
+        p, size=SIZE, roi=False,
+        seeds="the generated cases and archive, the split, slice sampling, training (initial "
+        "weights and data order), the sweep's samples and the evaluation's resampling",
+    )  # fmt: skip
     return p
 
 

@@ -65,16 +65,21 @@ def overrides(args: argparse.Namespace, named: Mapping[str, Any]) -> list[str]:
     return list(args.set) + [f"{k}={v}" for k, v in named.items() if v is not None]
 
 
-def preprocess_flags(parser: argparse.ArgumentParser, size: int = 256, roi: bool = True) -> None:
+def preprocess_flags(
+    parser: argparse.ArgumentParser,
+    size: int = 256,
+    roi: bool = True,
+    seeds: str = "split and slice sampling",
+) -> None:
     """Flags shared by jobs that preprocess (preprocess.py, pipeline.py); ``size`` is the job's
     default, shown in ``--help`` and used by :func:`preprocess_config`; ``roi`` offers
-    ``--roi`` (the pipeline makes its ROI shards itself)."""
+    ``--roi`` (the pipeline makes its ROI shards itself); ``seeds``: what ``--seed`` seeds."""
     parser.set_defaults(default_size=size, roi=None)
     parser.add_argument("--size", type=int, help=f"in-plane output size in pixels (default {size})")
     parser.add_argument(
         "--context", type=int, help="neighbouring slices each side: C = 2K+1 channels (default 2)"
     )
-    parser.add_argument("--seed", type=int, help="seed for split and slice sampling (default 0)")
+    parser.add_argument("--seed", type=int, help=f"seed for {seeds} (default 0)")
     if roi:
         parser.add_argument(
             "--roi", action="store_true", default=None,

@@ -115,7 +115,8 @@ def test_rerunning_a_name_resumes_from_its_checkpoint(comparison):
         state = torch.load(state_file, weights_only=False)
         state["state"]["started"] = time.time() - 2 * 3600  # what older checkpoints carried
         torch.save(state, state_file)
-    row = fit(replace(cfg, arch="unet-resnet34", epochs=4, time_limit_min=60))
+    # Two steps an epoch: the test needs the epochs to continue, not more training.
+    row = fit(replace(cfg, arch="unet-resnet34", epochs=4, time_limit_min=60, steps_per_epoch=2))
     assert row["resumed_from_epoch"] == 2 and row["epochs"] == 4
 
 
