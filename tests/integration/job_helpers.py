@@ -1,18 +1,20 @@
 """Shared by integration tests: run a job in-process, check a written report, free ports, run
-a job as its own process with a private Ray instance (to kill it), and multi-node clusters."""
+a job as its own process with a private Ray instance (to kill it), multi-node clusters, and
+session data built once for both test processes."""
 
 from __future__ import annotations
 
 import glob
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import signal
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,23 @@ def run_job(name: str, argv: list[str]) -> int:
     """Run ``jobs/<name>.py`` in this process (the session's Ray instance is reused)."""
     module = load_job(name)
     return cli.run(module.main, module.parser(), argv)
+
+
+def shared_once(factory: Any, name: str, build: Callable[[Path], str]) -> str:
+    """``build(folder)`` once per test run, whatever the number of xdist processes: the first
+    to ask builds under a lock in the run's common temporary folder, the others wait and reuse
+    its (JSON) result. The results are read-only for the tests."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return build(factory.mktemp(name))
+    from filelock import FileLock
+
+    root = factory.getbasetemp().parent  # pytest-N/, shared by this run's popen-gw* folders
+    result = root / f"{name}.json"
+    with FileLock(str(root / f"{name}.lock")):
+        if not result.is_file():
+            (root / name).mkdir()
+            result.write_text(json.dumps(build(root / name)))
+        return json.loads(result.read_text())
 
 
 def check_report(out: Path) -> list[str]:
