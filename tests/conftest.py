@@ -13,8 +13,11 @@ for one alone). Each integration module runs whole in one process, heaviest firs
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
+import tempfile
 
 from livseg.runtime import TRAIN_POLL_ENV
 
@@ -44,6 +47,13 @@ os.environ.update(
 )
 os.environ.pop("AWS_PROFILE", None)
 os.environ.pop("RAY_ADDRESS", None)
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # Each test process its own Ray temp root: a job a test starts without an address must not
+    # find the other process's multi-node test cluster in the shared /tmp/ray/ray_current_cluster.
+    # Short: Ray's socket paths under it must stay within 107 characters.
+    _ray_tmp = tempfile.mkdtemp(prefix=f"lv-{os.environ['PYTEST_XDIST_WORKER']}-", dir="/tmp")
+    os.environ["RAY_TMPDIR"] = _ray_tmp
+    atexit.register(shutil.rmtree, _ray_tmp, ignore_errors=True)
 
 import pytest  # noqa: E402
 
@@ -67,6 +77,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     9.2 ignores ``xdist_group`` marks under ``--dist loadgroup`` (pytest-xdist issue 1386)."""
     from xdist.scheduler import LoadScopeScheduling
 
+    if config.getoption("dist") != "load":
+        return None  # a --dist the user chose
     config.option.loadscopereorder = False  # keep HEAVY_FIRST, not the most tests first
     return LoadScopeScheduling(config, log)
 

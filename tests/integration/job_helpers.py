@@ -45,16 +45,15 @@ def shared_once(factory: Any, name: str, build: Callable[[Path], str]) -> str:
     """``build(folder)`` once per test run, whatever the number of xdist processes: the first
     to ask builds under a lock in the run's common temporary folder, the others wait and reuse
     its (JSON) result. The results are read-only for the tests."""
-    if "PYTEST_XDIST_WORKER" not in os.environ:
+    if not factory.getbasetemp().name.startswith("popen-gw"):  # not an xdist worker's
         return build(factory.mktemp(name))
     from filelock import FileLock
 
-    root = factory.getbasetemp().parent  # pytest-N/, shared by this run's popen-gw* folders
+    root = factory.getbasetemp().parent  # this run's pytest-N/, above its popen-gw* folders
     result = root / f"{name}.json"
     with FileLock(str(root / f"{name}.lock")):
-        if not result.is_file():
-            (root / name).mkdir()
-            result.write_text(json.dumps(build(root / name)))
+        if not result.is_file():  # a fresh folder: a build that failed before may have left one
+            result.write_text(json.dumps(build(Path(tempfile.mkdtemp(prefix=name, dir=root)))))
         return json.loads(result.read_text())
 
 
