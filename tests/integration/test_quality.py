@@ -50,9 +50,9 @@ def train(
     return fit(cfg)["checkpoint"]
 
 
-# Measured 400-800 s alone on a 2-core AVX2 machine, 1,084 s beside the suite's other test
-# process (the time also depends on what the trained stages predict, e.g. lesion post-processing
-# on validation): the suite's 900 s hang guard is too close.
+# Measured 685-794 s alone on a 2-core AVX2 machine, ~400 s alone on an AVX-512 one, 959-1,084
+# s beside the suite's other test process (the time also depends on what the trained stages
+# predict, e.g. lesion post-processing on validation): the suite's 900 s hang guard is too close.
 @pytest.mark.timeout(2400)
 def test_cascade_segments_unseen_test_cases(ray_session, tmp_path):
     started = time.time()
