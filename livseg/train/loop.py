@@ -3,14 +3,14 @@
 Reads top to bottom: ``train_epoch``, ``validate``, ``train_loop``; the driver is ``runs.fit``.
 A NaN or infinite loss stops the run before that epoch's checkpoint (``NonFiniteLossError``).
 Data arrives from the shards through Ray Data (``get_dataset_shard``); checkpoints go through
-``ray.train.report`` to local or ``s3://`` storage and restore the epoch, optimizer and
+``ray.train.report`` to local or ``s3://`` storage, written while the next epoch trains
+(``async_checkpoint``), and restore the epoch, optimizer and
 scheduler after a worker failure or when the same ``--name`` runs again.
 """
 
 from __future__ import annotations
 
 import math
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,8 +22,9 @@ from torch import nn
 import livseg
 from livseg.config import from_dict, to_dict
 from livseg.errors import UsageError
+from livseg.train.async_checkpoint import CheckpointWriter
 from livseg.train.augment import AugmentConfig, augment_slices, augment_volumes
-from livseg.train.checkpoint import load_train_state, load_weights, save_checkpoint, unwrap
+from livseg.train.checkpoint import load_train_state, load_weights, unwrap
 from livseg.train.config import TrainConfig, validation_score
 from livseg.train.counts import case_counts, confusion, foreground_iou_f1, summarise_cases
 from livseg.train.losses import build_loss
@@ -151,6 +152,7 @@ def train_loop(config: dict[str, Any]) -> None:
         len(val_ids), device=device
     )
     gen = torch.Generator(device=device)
+    writer = CheckpointWriter()  # rank 0's checkpoints, written while the next epoch trains
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
 
@@ -200,18 +202,15 @@ def train_loop(config: dict[str, Any]) -> None:
         state["epoch"] = epoch + 1
         stop = torch.tensor(float(should_stop(cfg, state, run_started, time.time())), device=device)
         _all_reduce(stop, op="max")  # every rank stops after the same epoch (DDP needs it)
-        with tempfile.TemporaryDirectory() as tmp:
-            ckpt = None
-            if rank == 0:
-                meta = _meta(cfg, record, in_channels, classes, metrics)
-                ts = {
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "state": state,
-                }
-                save_checkpoint(tmp, model, meta, ts)
-                ckpt = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=ckpt)
+        ckpt = upload = None
+        if rank == 0:
+            meta = _meta(cfg, record, in_channels, classes, metrics)
+            ts = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "state": state}
+            ckpt, upload = writer.stage(model, meta, ts)
+        ray.train.report(
+            metrics, checkpoint=ckpt, checkpoint_upload_fn=upload,
+            checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC,
+        )  # fmt: skip
         if stop:
             break
 

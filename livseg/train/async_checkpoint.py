@@ -1,0 +1,92 @@
+"""Each epoch's checkpoint written off the training thread, straight into the run's storage.
+
+Ray Train's default (``CheckpointUploadMode.SYNC``) has the worker write a temporary folder and
+then copy it into storage, both while training waits. For the V-Net (46 M parameters, 550 MB
+with Adam's state) that was 6–10 s of each 16–20 s epoch of the main job on 2 cores (saving
+2.7–5.7 s, the copy 2.8–4.1 s, measured 2026-12-03). Here the training thread only copies the
+weights and optimizer state to CPU memory and Ray's checkpoint-upload thread
+(``CheckpointUploadMode.ASYNC``) writes them once, into the checkpoint folder Ray names in
+storage (local or ``s3://``), while the next epoch trains. Ray registers a checkpoint only after
+its write returned, in report order, and waits for the last write before the run ends, so a
+crash mid-write leaves the previous checkpoint the one a rerun resumes from.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from livseg.train.checkpoint import META_FILE, MODEL_FILE, STATE_FILE, unwrap
+
+
+def cpu_copy(obj: Any) -> Any:
+    """``obj`` with every tensor (in dicts, lists, tuples) replaced by a CPU copy of it."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(cpu_copy(v) for v in obj)
+    return obj
+
+
+def write_checkpoint(fs, path: str, weights: dict, meta: dict, train_state: dict | None) -> None:
+    """Write a checkpoint folder (``model.pt``, ``meta.json``, ``train_state.pt``) at ``path``
+    of the pyarrow filesystem ``fs``; the same files as ``save_checkpoint``."""
+    fs.create_dir(path, recursive=True)
+    files = [(MODEL_FILE, weights)] + ([(STATE_FILE, train_state)] if train_state else [])
+    for name, obj in files:
+        with fs.open_output_stream(f"{path}/{name}") as out:
+            torch.save(obj, out)
+    with fs.open_output_stream(f"{path}/{META_FILE}") as out:
+        out.write(json.dumps(meta, indent=2, default=str).encode())
+
+
+class CheckpointWriter:
+    """Rank 0's checkpoints for ``ray.train.report(..., checkpoint_upload_mode=ASYNC)``.
+
+    One write at a time: ``stage`` waits for the previous write to finish before it copies the
+    next state, so at most one copy is held beside the live model. (A report Ray skips, when a
+    worker failed and the group is being torn down, never releases the wait; that worker is
+    then stopped by Ray.)
+    """
+
+    def __init__(self) -> None:
+        self._idle = threading.Semaphore(1)
+
+    def stage(
+        self, model: nn.Module, meta: dict[str, Any], train_state: dict[str, Any]
+    ) -> tuple[Any, Callable]:
+        """(a placeholder local ``Checkpoint`` for ``report``, its ``checkpoint_upload_fn``)."""
+        import ray.train
+
+        self._idle.acquire()
+        try:
+            weights = cpu_copy(unwrap(model).state_dict())
+            state = cpu_copy(train_state)
+            meta = json.loads(json.dumps(meta, default=str))
+            # Ray's report needs a local folder to hand to the upload function; it deletes it
+            # after the upload. Nothing is written into it.
+            placeholder = ray.train.Checkpoint.from_directory(tempfile.mkdtemp(prefix="lv-ck-"))
+        except BaseException:
+            self._idle.release()
+            raise
+
+        def upload(_local, name: str):
+            try:
+                # Ray's StorageContext (a DeveloperAPI, the one Ray's own NO_UPLOAD message
+                # points to) knows the run's filesystem and the folder this report goes to.
+                storage = ray.train.get_context().get_storage()
+                path = storage.build_checkpoint_path_from_name(name)
+                write_checkpoint(storage.storage_filesystem, path, weights, meta, state)
+                return ray.train.Checkpoint(path, filesystem=storage.storage_filesystem)
+            finally:
+                self._idle.release()
+
+        return placeholder, upload
