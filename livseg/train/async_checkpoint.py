@@ -21,12 +21,16 @@ import json
 import tempfile
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from livseg.train.checkpoint import META_FILE, MODEL_FILE, STATE_FILE, unwrap
+
+if TYPE_CHECKING:
+    import pyarrow.fs
+    from ray.train import Checkpoint
 
 
 def cpu_copy(obj: Any) -> Any:
@@ -40,7 +44,9 @@ def cpu_copy(obj: Any) -> Any:
     return obj
 
 
-def write_checkpoint(fs, path: str, weights: dict, meta: dict, train_state: dict | None) -> None:
+def write_checkpoint(
+    fs: pyarrow.fs.FileSystem, path: str, weights: dict, meta: dict, train_state: dict | None
+) -> None:
     """Write a checkpoint folder (``model.pt``, ``meta.json``, ``train_state.pt``) at ``path``
     of the pyarrow filesystem ``fs``; the same files as ``save_checkpoint``."""
     fs.create_dir(path, recursive=True)
@@ -56,17 +62,22 @@ class CheckpointWriter:
     """Rank 0's checkpoints for ``ray.train.report(..., checkpoint_upload_mode=ASYNC)``.
 
     One write at a time: ``stage`` waits for the previous write to finish before it copies the
-    next state, so at most one copy is held beside the live model. (A report Ray skips, when a
-    worker failed and the group is being torn down, never releases the wait; that worker is
-    then stopped by Ray.)
+    next state, so at most one copy is held beside the live model. (Ray skips a report's upload
+    only when it resets its report barrier to replace a replica group, which livseg's runs never
+    do; the next ``stage`` would then wait for ever.)
     """
 
     def __init__(self) -> None:
         self._idle = threading.Semaphore(1)
 
+    def wait(self) -> None:
+        """Return once the last staged checkpoint is written (or its write failed)."""
+        with self._idle:
+            pass
+
     def stage(
         self, model: nn.Module, meta: dict[str, Any], train_state: dict[str, Any]
-    ) -> tuple[Any, Callable]:
+    ) -> tuple[Checkpoint, Callable[[Checkpoint, str], Checkpoint]]:
         """(a placeholder local ``Checkpoint`` for ``report``, its ``checkpoint_upload_fn``)."""
         import ray.train
 
@@ -81,16 +92,24 @@ class CheckpointWriter:
         except BaseException:
             self._idle.release()
             raise
+        released = threading.Event()  # Ray retries a failed S3 upload: release only once
 
-        def upload(_local, name: str):
+        def upload(_local: Checkpoint, name: str) -> Checkpoint:
             try:
                 # Ray's StorageContext (a DeveloperAPI, the one Ray's own NO_UPLOAD message
                 # points to) knows the run's filesystem and the folder this report goes to.
                 storage = ray.train.get_context().get_storage()
+                # Ray's own upload first checks that this node sees the run's storage (a local
+                # path on the head is not there on a worker node); so do we, with its message.
+                check = getattr(storage, "_check_validation_file", None)
+                if check is not None:
+                    check()
                 path = storage.build_checkpoint_path_from_name(name)
                 write_checkpoint(storage.storage_filesystem, path, weights, meta, state)
                 return ray.train.Checkpoint(path, filesystem=storage.storage_filesystem)
             finally:
-                self._idle.release()
+                if not released.is_set():
+                    released.set()
+                    self._idle.release()
 
         return placeholder, upload

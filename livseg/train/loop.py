@@ -169,7 +169,11 @@ def train_loop(config: dict[str, Any]) -> None:
         t_loss, t_conf, bad_step = train_epoch(
             model, loader, loss_fn, opt, cfg, gen, classes, device
         )
-        check_finite(cfg, epoch, bad_step)
+        try:
+            check_finite(cfg, epoch, bad_step)
+        except NonFiniteLossError:
+            writer.wait()  # the last finite epoch's checkpoint is written before the run fails
+            raise
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         train_seconds = time.time() - started

@@ -16,7 +16,7 @@ def _one_step(model, opt) -> None:
     opt.step()
 
 
-def test_the_written_checkpoint_is_the_state_at_staging_on_local_and_s3(tmp_path, s3_server):
+def test_a_cpu_copy_keeps_the_state_it_was_taken_at_on_local_and_s3(tmp_path, s3_server):
     torch.manual_seed(0)
     model = build_model("unet", 1, 3, "none")
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -42,3 +42,56 @@ def test_the_written_checkpoint_is_the_state_at_staging_on_local_and_s3(tmp_path
     assert saved.keys() == moments.keys()
     assert all(torch.equal(saved[i]["exp_avg"], moments[i]) for i in moments)
     assert load_train_state(tmp_path / "run" / "checkpoint_0")["state"] == {"epoch": 1}
+
+
+class _Storage:
+    """What the writer asks of Ray's StorageContext: the filesystem, the folder a named
+    checkpoint goes to, and the check that this node sees the run's storage."""
+
+    def __init__(self, root, visible: bool = True) -> None:
+        import pyarrow.fs
+
+        self.storage_filesystem = pyarrow.fs.LocalFileSystem()
+        self.root, self.visible = root, visible
+
+    def build_checkpoint_path_from_name(self, name: str) -> str:
+        return str(self.root / name)
+
+    def _check_validation_file(self) -> None:
+        if not self.visible:
+            raise RuntimeError("Unable to set up cluster storage")
+
+
+def test_stage_then_upload_writes_the_staged_state_once_at_a_time(tmp_path, monkeypatch):
+    import pytest
+    import ray.train
+
+    from livseg.train.async_checkpoint import CheckpointWriter
+
+    storage = _Storage(tmp_path / "run")
+    monkeypatch.setattr(ray.train, "get_context", lambda: type("C", (), {
+        "get_storage": staticmethod(lambda: storage)})())  # fmt: skip
+    torch.manual_seed(0)
+    model = build_model("unet", 1, 3, "none")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    _one_step(model, opt)
+    meta = {"arch": "unet", "in_channels": 1, "classes": 3}
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
+    writer = CheckpointWriter()
+    placeholder, upload = writer.stage(model, meta, {"optimizer": opt.state_dict()})
+    assert not writer._idle.acquire(blocking=False)  # the next stage waits for this write
+    _one_step(model, opt)
+    written = upload(placeholder, "checkpoint_1")
+    assert written.path == str(tmp_path / "run" / "checkpoint_1")
+    loaded, _ = load_checkpoint(written.path)
+    assert all(torch.equal(t, expected[k]) for k, t in loaded.state_dict().items())
+    upload(placeholder, "checkpoint_1")  # Ray retries a failed S3 upload: one release only
+    assert writer._idle.acquire(blocking=False) and not writer._idle.acquire(blocking=False)
+    writer._idle.release()
+
+    storage.visible = False  # a worker node that does not see the run's storage
+    placeholder, upload = writer.stage(model, meta, {"optimizer": opt.state_dict()})
+    with pytest.raises(RuntimeError, match="cluster storage"):
+        upload(placeholder, "checkpoint_2")
+    assert not (tmp_path / "run" / "checkpoint_2").exists()
+    writer.wait()  # the failed write released the writer
