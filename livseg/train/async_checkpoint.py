@@ -26,10 +26,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from livseg.train.checkpoint import META_FILE, MODEL_FILE, STATE_FILE, unwrap
+from livseg.train.checkpoint import unwrap, write_checkpoint
 
 if TYPE_CHECKING:
-    import pyarrow.fs
     from ray.train import Checkpoint
 
 
@@ -42,20 +41,6 @@ def cpu_copy(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(cpu_copy(v) for v in obj)
     return obj
-
-
-def write_checkpoint(
-    fs: pyarrow.fs.FileSystem, path: str, weights: dict, meta: dict, train_state: dict | None
-) -> None:
-    """Write a checkpoint folder (``model.pt``, ``meta.json``, ``train_state.pt``) at ``path``
-    of the pyarrow filesystem ``fs``; the same files as ``save_checkpoint``."""
-    fs.create_dir(path, recursive=True)
-    files = [(MODEL_FILE, weights)] + ([(STATE_FILE, train_state)] if train_state else [])
-    for name, obj in files:
-        with fs.open_output_stream(f"{path}/{name}") as out:
-            torch.save(obj, out)
-    with fs.open_output_stream(f"{path}/{META_FILE}") as out:
-        out.write(json.dumps(meta, indent=2, default=str).encode())
 
 
 class CheckpointWriter:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -18,6 +18,9 @@ from torch import nn
 from livseg.errors import UsageError
 from livseg.io import storage
 from livseg.train.models import build_model, is_volumetric
+
+if TYPE_CHECKING:
+    import pyarrow.fs
 
 MODEL_FILE, META_FILE, STATE_FILE = "model.pt", "meta.json", "train_state.pt"
 
@@ -31,13 +34,28 @@ def save_checkpoint(
     folder: str | Path, model: nn.Module, meta: dict[str, Any], train_state: dict | None = None
 ) -> None:
     """Write a checkpoint folder (local); tensors are moved to CPU first."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    import pyarrow.fs
+
     state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
-    torch.save(state, folder / MODEL_FILE)
-    (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
-    if train_state is not None:
-        torch.save(train_state, folder / STATE_FILE)
+    path = str(Path(folder).resolve())
+    write_checkpoint(pyarrow.fs.LocalFileSystem(), path, state, meta, train_state)
+
+
+def write_checkpoint(
+    fs: pyarrow.fs.FileSystem, path: str, weights: dict, meta: dict, train_state: dict | None
+) -> None:
+    """Write a checkpoint folder (``model.pt``, ``meta.json``, ``train_state.pt`` when given)
+    at ``path`` of the pyarrow filesystem ``fs``; ``meta.json`` last, so that a folder whose
+    write stopped part-way is refused by ``read_meta``."""
+    fs.create_dir(path, recursive=True)
+    files = [(MODEL_FILE, weights)] + (
+        [(STATE_FILE, train_state)] if train_state is not None else []
+    )
+    for name, obj in files:
+        with fs.open_output_stream(f"{path}/{name}") as out:
+            torch.save(obj, out)
+    with fs.open_output_stream(f"{path}/{META_FILE}") as out:
+        out.write(json.dumps(meta, indent=2, default=str).encode())
 
 
 def read_meta(uri: str) -> dict[str, Any]:

@@ -3,11 +3,13 @@ ended (training goes on changing the model meanwhile), loadable from local and S
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from livseg.io import storage
 from livseg.train import build_model, load_checkpoint, load_train_state, read_meta
-from livseg.train.async_checkpoint import cpu_copy, write_checkpoint
+from livseg.train.async_checkpoint import CheckpointWriter, cpu_copy
+from livseg.train.checkpoint import write_checkpoint
 
 
 def _one_step(model, opt) -> None:
@@ -63,10 +65,7 @@ class _Storage:
 
 
 def test_stage_then_upload_writes_the_staged_state_once_at_a_time(tmp_path, monkeypatch):
-    import pytest
     import ray.train
-
-    from livseg.train.async_checkpoint import CheckpointWriter
 
     storage = _Storage(tmp_path / "run")
     monkeypatch.setattr(ray.train, "get_context", lambda: type("C", (), {
