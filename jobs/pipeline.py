@@ -1,7 +1,8 @@
 """The main job: every stage on embedded defaults (local Ray, ./livseg-work, CPU, generated data).
 
     python jobs/pipeline.py [--work DIR] [--cases 24] [--size 64] [--epochs 2]
-        [--steps-per-epoch 80] [--volume-epochs 16] [--samples 2] [--sweep-epochs 2]
+        [--steps-per-epoch 80] [--volume-epochs 8] [--volume-steps 16]
+        [--samples 2] [--sweep-epochs 2]
         [--data LITS_DIR | s3://PREFIX] [--address ADDR] [--gpu]
 
 Stages: generate LiTS-like cases → preprocess them into Parquet shards with Ray Data → train
@@ -51,8 +52,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=2, help="epochs of 2-D models (default 2)")
     p.add_argument("--steps-per-epoch", type=int, default=80,
                    help="batches of 8 slices per 2-D epoch, 0: all (default 80)")  # fmt: skip
-    p.add_argument("--volume-epochs", type=int, default=16,
-                   help="epochs of 3-D models over all training volumes (default 16)")  # fmt: skip
+    # 8 epochs of 16 batches (two passes over the 15 training volumes) train the V-Net as far
+    # as 16 one-pass epochs (validation liver Dice 0.826 both) in 212 s against 238: half the
+    # validations and checkpoint writes.
+    p.add_argument("--volume-epochs", type=int, default=8,
+                   help="epochs of 3-D models (default 8)")  # fmt: skip
+    p.add_argument("--volume-steps", type=int, default=16,
+                   help="batches of 2 volumes per 3-D epoch, the training volumes read again "
+                   "when fewer; 0: one pass (default 16)")  # fmt: skip
     p.add_argument("--samples", type=int, default=2, help="sweep trials (default 2)")
     p.add_argument("--sweep-epochs", type=int, default=2, help="epochs per trial (default 2)")
     p.add_argument("--serve-port", type=int, default=8000,
@@ -121,7 +128,10 @@ def main(args: argparse.Namespace) -> int:
     # The V-Net learns slowly at the 2-D models' rate: at 2e-3 it passed validation liver
     # Dice 0.8 within 100 steps on 32³ grids, at 1e-3 it had not after 190. 16 epochs over 15
     # training volumes are 128 steps; 10 epochs (80 steps) left it at 0.48 in one run.
-    volume_cfg = replace(train_cfg, epochs=args.volume_epochs, patience=args.volume_epochs, lr=2e-3)
+    volume_cfg = replace(
+        train_cfg, epochs=args.volume_epochs, patience=args.volume_epochs, lr=2e-3,
+        steps_per_epoch=args.volume_steps,
+    )  # fmt: skip
     slice_cfg = replace(train_cfg, steps_per_epoch=args.steps_per_epoch)
     rows = fit_each(
         [replace(volume_cfg if is_volumetric(arch) else slice_cfg, arch=arch) for arch in archs]

@@ -41,7 +41,8 @@ class TrainConfig:
     name: str = "default"
     keep: int = 2  # best checkpoints kept (by validation score)
     max_failures: int = 2
-    steps_per_epoch: int = 0  # 0: the whole shard each epoch
+    # Batches per epoch, the shard read again when shorter (loop.epoch_batches); 0: one pass.
+    steps_per_epoch: int = 0
     time_limit_min: float = 0.0  # stop after the epoch that crosses it; 0: no limit
     shuffle_buffer: int = 256  # rows in each worker's local shuffle buffer
     # Share of each epoch's training slices that hold tumour, by repeating tumour slices

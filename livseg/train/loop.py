@@ -32,9 +32,33 @@ from livseg.train.models import build_model, is_volumetric
 from livseg.train.precision import memory_format, use_bf16
 
 
+def epoch_batches(shard, batch_size: int, cfg: TrainConfig, seed: int, device):
+    """This worker's training batches of one epoch: one pass over its shard, or with
+    ``steps_per_epoch`` exactly that many batches, reading the shard again (reshuffled) when it
+    is shorter: nnU-Net's fixed-length epoch. On a few volumes a pass is a handful of steps,
+    and every epoch also validates and writes a checkpoint."""
+    steps = passes = 0
+    while True:
+        # Equal shards (Ray Train's split) give every rank the same number of batches, which
+        # DDP needs; the last batch may be short rather than dropped (small volume sets).
+        batches = shard.iter_torch_batches(
+            batch_size=batch_size, local_shuffle_buffer_size=cfg.shuffle_buffer,
+            local_shuffle_seed=seed + 7919 * passes, device=device, prefetch_batches=4,
+        )  # fmt: skip
+        before = steps
+        for batch in batches:
+            yield batch
+            steps += 1
+            if steps == cfg.steps_per_epoch:
+                return
+        passes += 1
+        if not cfg.steps_per_epoch or steps == before:  # one pass, or an empty shard
+            return
+
+
 def train_epoch(model, loader, loss_fn, opt, cfg: TrainConfig, gen, classes: int, device):
-    """One pass over this worker's shard; returns summed (loss·n, n), the confusion and the
-    first step with a non-finite loss (-1 when none), as tensors on ``device``."""
+    """One epoch of ``loader`` (``epoch_batches``); returns summed (loss·n, n), the confusion
+    and the first step with a non-finite loss (-1 when none), as tensors on ``device``."""
     model.train()
     bf16 = use_bf16(cfg, device)
     volumetric = is_volumetric(cfg.arch)
@@ -60,8 +84,6 @@ def train_epoch(model, loader, loss_fn, opt, cfg: TrainConfig, gen, classes: int
         opt.step()
         loss_sum += torch.stack([loss.detach().double() * len(x), x.new_tensor(len(x)).double()])
         conf += confusion(logits.detach().argmax(1), y, classes)
-        if cfg.steps_per_epoch and step + 1 >= cfg.steps_per_epoch:
-            break
     if loss_sum[1] == 0:
         raise UsageError("a training worker got no batch: too few training rows for --workers")
     return loss_sum, conf, bad_step
@@ -160,12 +182,7 @@ def train_loop(config: dict[str, Any]) -> None:
         started = time.time()
         epoch_seed = cfg.seed * 100_003 + epoch * 1009 + rank
         gen.manual_seed(epoch_seed)
-        # Equal shards (Ray Train's split) give every rank the same number of batches, which
-        # DDP needs; the last batch may be short rather than dropped (small volume sets).
-        loader = train_shard.iter_torch_batches(
-            batch_size=batch_size, local_shuffle_buffer_size=cfg.shuffle_buffer,
-            local_shuffle_seed=epoch_seed, device=device, prefetch_batches=4,
-        )  # fmt: skip
+        loader = epoch_batches(train_shard, batch_size, cfg, epoch_seed, device)
         t_loss, t_conf, bad_step = train_epoch(
             model, loader, loss_fn, opt, cfg, gen, classes, device
         )
