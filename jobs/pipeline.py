@@ -126,8 +126,8 @@ def main(args: argparse.Namespace) -> int:
         seed=cfg.seed,
     )  # fmt: skip
     # The V-Net learns slowly at the 2-D models' rate: at 2e-3 it passed validation liver
-    # Dice 0.8 within 100 steps on 32³ grids, at 1e-3 it had not after 190. 16 epochs over 15
-    # training volumes are 128 steps; 10 epochs (80 steps) left it at 0.48 in one run.
+    # Dice 0.8 within 100 steps on 32³ grids, at 1e-3 it had not after 190. 128 steps (8
+    # epochs of 16 batches of 2 of the 15 training volumes); 80 left it at 0.48 in one run.
     volume_cfg = replace(
         train_cfg, epochs=args.volume_epochs, patience=args.volume_epochs, lr=2e-3,
         steps_per_epoch=args.volume_steps,
