@@ -39,6 +39,9 @@ os.environ.update(
         # What build_trainer sets on first use, set before any test so that every test and
         # the jobs they start poll the same way whatever the order they run in.
         **TRAIN_POLL_ENV,
+        # Ray Train's watcher of nodes an autoscaler drains (spot preemption) is one more actor
+        # process per run; no test drains a node (the node-loss tests kill them).
+        "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
         "AWS_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}",
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",

@@ -30,18 +30,22 @@ from livseg.io import VOLUME_RE, Case, discover_cases, storage
 MASK_NAME_RE = re.compile(r"^(?:test-)?segmentation-(\d+)\.nii(\.gz)?$", re.IGNORECASE)
 
 
-def run_tasks(fn, arg_tuples: list[tuple], names: list[tuple[int, str]]) -> list[dict]:
-    """``fn(*args)`` for each tuple as Ray tasks (1 CPU each), results in input order.
-
-    A task lost to the system (worker crash, node loss) after its retry becomes an error row.
-    """
+def submit_tasks(fn, arg_tuples: list[tuple]) -> list:
+    """``fn(*args)`` for each tuple as Ray tasks (1 CPU each); their object refs, in order."""
     import ray
 
     from livseg.runtime import init_ray
 
     init_ray()
     remote = ray.remote(num_cpus=1, max_retries=1)(fn)
-    refs = [remote.remote(*args) for args in arg_tuples]
+    return [remote.remote(*args) for args in arg_tuples]
+
+
+def collect_tasks(refs: list, names: list[tuple[int, str]]) -> list[dict]:
+    """The results of ``submit_tasks``' refs, in order. A task lost to the system (worker
+    crash, node loss) after its retry becomes an error row."""
+    import ray
+
     out = []
     for ref, (case_id, name) in zip(refs, names, strict=True):
         try:
@@ -49,6 +53,11 @@ def run_tasks(fn, arg_tuples: list[tuple], names: list[tuple[int, str]]) -> list
         except Exception as exc:  # noqa: BLE001 - system failure of one case
             out.append({"row": error_row(case_id, name, exc), "figure": None})
     return out
+
+
+def run_tasks(fn, arg_tuples: list[tuple], names: list[tuple[int, str]]) -> list[dict]:
+    """``fn(*args)`` for each tuple as Ray tasks (1 CPU each), results in input order."""
+    return collect_tasks(submit_tasks(fn, arg_tuples), names)
 
 
 def pick_figures(results: list[dict], n: int = 3) -> list[dict]:
@@ -152,7 +161,9 @@ def score_models(
         for c in cases
     ]
     names = [(c.case_id, c.filename) for c in cases]
-    out, used = [], set()
+    # Every model's cases are submitted before any is awaited: the next model's cases fill
+    # the CPUs that the last few cases of one model would leave idle.
+    submitted, used = [], set()
     for n, uri in enumerate(models):
         checkpoint = resolve_checkpoint(uri)
         meta = read_meta(checkpoint)
@@ -160,7 +171,11 @@ def score_models(
         while label in used:
             label += "'"
         used.add(label)
-        results = run_tasks(score_model_case, [(checkpoint, i) for i in items], names)
+        refs = submit_tasks(score_model_case, [(checkpoint, i) for i in items])
+        submitted.append((label, checkpoint, meta, refs))
+    out = []
+    for label, checkpoint, meta, refs in submitted:
+        results = collect_tasks(refs, names)
         train = meta.get("train", {})
         info = {
             "arch": meta["arch"],

@@ -51,8 +51,8 @@ def test_synth_writes_kaggle_layout(tmp_path):
 def test_main_job_runs_on_embedded_defaults(tmp_path):
     work = tmp_path / "work"
     done = _run("jobs/pipeline.py", "--work", str(work), "--cases", "4", "--size", "64",
-                "--set", "volume_size=32,32,32", "--epochs", "1", "--volume-epochs", "1",
-                "--volume-steps", "1",
+                "--set", "volume_size=32,32,32", "--epochs", "1", "--steps-per-epoch", "20",
+                "--volume-epochs", "1", "--volume-steps", "1",
                 "--samples", "1", "--sweep-epochs", "1", "--serve-port", str(free_port()),
                 timeout=900)  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
