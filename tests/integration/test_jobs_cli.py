@@ -50,6 +50,8 @@ def test_synth_writes_kaggle_layout(tmp_path):
 
 def test_main_job_runs_on_embedded_defaults(tmp_path):
     work = tmp_path / "work"
+    # 20 steps: about one pass over its 164 training slices; the test checks the stages, not
+    # the models (80-step epochs re-read the shard and cost ~2 minutes here).
     done = _run("jobs/pipeline.py", "--work", str(work), "--cases", "4", "--size", "64",
                 "--set", "volume_size=32,32,32", "--epochs", "1", "--steps-per-epoch", "20",
                 "--volume-epochs", "1", "--volume-steps", "1",
