@@ -53,7 +53,7 @@ def bench_inference(
     from livseg.archive import archive_rate
     from livseg.data import PreprocessConfig, preprocess
     from livseg.io import discover_cases
-    from livseg.runtime import init_ray
+    from livseg.runtime import init_ray, torch_threads
     from livseg.serve import (
         ServeSettings,
         direct_rate,
@@ -86,7 +86,7 @@ def bench_inference(
         meta = read_meta(checkpoint)
         studies = [case.image_uri for case in discover_cases(str(tmp / "raw"))][:cases]
         if not gpu:
-            torch.set_num_threads(cpus)  # the replica gets the same cores
+            torch.set_num_threads(torch_threads(cpus))  # as the replica, which gets these cores
         segmenter = Segmenter.from_checkpoint(checkpoint, device, batch)
         overlapped = direct_rate(segmenter, studies, tmp, repeats)
         serial = direct_rate(segmenter, studies, tmp, repeats, overlap=False)

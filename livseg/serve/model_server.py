@@ -33,6 +33,7 @@ from livseg.registry import (
     resolve_checkpoint,
     resolve_model,
 )  # fmt: skip
+from livseg.runtime import torch_threads
 from livseg.serve.codec import RequestError, mask_body, volume_from_body
 from livseg.serve.security import Forbidden, confine, study_key
 from livseg.serve.settings import ServeSettings
@@ -92,6 +93,10 @@ class ModelServer:
     def __init__(self, settings: dict):
         self.settings = from_dict(ServeSettings, settings)
         self.device = pick_device(self.settings.device)
+        if self.device == "cpu":  # Ray's OMP_NUM_THREADS default, or fewer (torch_threads)
+            import torch
+
+            torch.set_num_threads(torch_threads(self.settings.cpus_per_replica))
         self.loaded = load_model(self.settings.model, self.device, self.settings.batch_size)
         self._model_lock = threading.Lock()
         self._reload_lock = threading.Lock()
