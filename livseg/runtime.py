@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
+
+from livseg.errors import UsageError
 
 # Ray Train's controller polls its workers every 2 s by default, so each run ends up to ~2 s
 # after its last report and a short run (tests, sweeps' trials) waits on polls more than it
@@ -20,16 +23,22 @@ TORCH_THREADS_ENV = "LIVSEG_TORCH_THREADS"
 
 def torch_threads(cpus: float) -> int:
     """Torch intra-op threads for a process holding ``cpus`` CPUs: one per whole CPU (at least
-    one), at most ``LIVSEG_TORCH_THREADS`` where that is set."""
-    threads = max(1, round(cpus))
+    one; Ray's OMP_NUM_THREADS default), at most ``LIVSEG_TORCH_THREADS`` where that is set.
+    Read on the driver (``fit``, ``build_app``), which passes the number to the workers or
+    replicas: on a running cluster the driver's environment does not reach them."""
+    threads = max(1, math.floor(cpus))
     cap = os.environ.get(TORCH_THREADS_ENV, "").strip()
     if not cap:
         return threads
-    if not cap.isdigit() or int(cap) < 1:
-        raise ValueError(
+    try:
+        limit = int(cap, 10)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise UsageError(
             f"{TORCH_THREADS_ENV}={cap!r}: give a whole number of threads (1 or more) or unset it"
         )
-    return min(threads, int(cap))
+    return min(threads, limit)
 
 
 def quick_train_polling() -> None:

@@ -85,12 +85,13 @@ def bench_inference(
             ))["checkpoint"]  # fmt: skip
         meta = read_meta(checkpoint)
         studies = [case.image_uri for case in discover_cases(str(tmp / "raw"))][:cases]
+        threads = torch_threads(cpus)  # the replica gets these cores and as many threads
         if not gpu:
-            torch.set_num_threads(torch_threads(cpus))  # as the replica, which gets these cores
+            torch.set_num_threads(threads)
         segmenter = Segmenter.from_checkpoint(checkpoint, device, batch)
         overlapped = direct_rate(segmenter, studies, tmp, repeats)
         serial = direct_rate(segmenter, studies, tmp, repeats, overlap=False)
-        # The baseline is the faster plain loop here (on 2 cores the model's threads use both, so
+        # The baseline is the faster plain loop here (where the model's threads use every core,
         # overlapping studies may not pay); the archive's adds a thumbnail per study, as the job.
         overlap = overlapped["volumes_per_s"]["median"] >= serial["volumes_per_s"]["median"]
         direct = overlapped if overlap else serial
@@ -122,7 +123,8 @@ def bench_inference(
         shutil.rmtree(tmp, ignore_errors=True)
     fraction = direct["slices_per_s"]["median"] / alone["median"]
     return {
-        "device": device if gpu else f"cpu x{cpus}", "studies": cases, "arch": meta["arch"],
+        "device": device if gpu else f"cpu x{cpus}", "torch_threads": None if gpu else threads,
+        "studies": cases, "arch": meta["arch"],
         "in_plane": size, "model_input": meta["preprocess"]["config"]["size"],
         "batch_size": batch, "repeats": repeats,
         "model_slices_per_s": alone, "direct_overlapped": overlapped, "direct_serial": serial,

@@ -37,6 +37,7 @@ from ray.serve.handle import DeploymentHandle
 
 from livseg.config import from_dict, to_dict
 from livseg.errors import UsageError
+from livseg.runtime import torch_threads
 from livseg.serve.model_server import ModelServer
 from livseg.serve.security import authorised, load_token, token_digest
 from livseg.serve.settings import ServeSettings
@@ -173,7 +174,7 @@ def build_app(
         health_check_period_s=5,
         **scaling,
     )  # fmt: skip
-    bound = model.bind(to_dict(settings))
+    bound = model.bind(to_dict(settings), torch_threads(settings.cpus_per_replica))
     digest = token_digest(token) if token else None
     return Api.bind(bound, digest, settings.max_body_bytes, settings.bodies_in_flight)
 

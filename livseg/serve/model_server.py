@@ -33,7 +33,6 @@ from livseg.registry import (
     resolve_checkpoint,
     resolve_model,
 )  # fmt: skip
-from livseg.runtime import torch_threads
 from livseg.serve.codec import RequestError, mask_body, volume_from_body
 from livseg.serve.security import Forbidden, confine, study_key
 from livseg.serve.settings import ServeSettings
@@ -90,13 +89,15 @@ def load_model(model: str, device: str, batch_size: int, version: str | None = N
 class ModelServer:
     """Segments studies with the registry's current model and follows ``current`` changes."""
 
-    def __init__(self, settings: dict):
+    def __init__(self, settings: dict, threads: int = 0):
+        """``threads``: torch's intra-op threads on CPU (``torch_threads``, read where the app
+        is built); 0 leaves Ray's default (OMP_NUM_THREADS)."""
         self.settings = from_dict(ServeSettings, settings)
         self.device = pick_device(self.settings.device)
-        if self.device == "cpu":  # Ray's OMP_NUM_THREADS default, or fewer (torch_threads)
+        if self.device == "cpu" and threads:
             import torch
 
-            torch.set_num_threads(torch_threads(self.settings.cpus_per_replica))
+            torch.set_num_threads(threads)
         self.loaded = load_model(self.settings.model, self.device, self.settings.batch_size)
         self._model_lock = threading.Lock()
         self._reload_lock = threading.Lock()

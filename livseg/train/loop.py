@@ -22,7 +22,6 @@ from torch import nn
 import livseg
 from livseg.config import from_dict, to_dict
 from livseg.errors import UsageError
-from livseg.runtime import torch_threads
 from livseg.train.async_checkpoint import CheckpointWriter
 from livseg.train.augment import AugmentConfig, augment_slices, augment_volumes
 from livseg.train.checkpoint import load_train_state, load_weights, unwrap
@@ -143,8 +142,8 @@ def train_loop(config: dict[str, Any]) -> None:
     in_channels = 1 if volumetric else record["channels"]
     batch_size = min(cfg.batch_size, cfg.volume_batch_size) if volumetric else cfg.batch_size
     torch.manual_seed(cfg.seed)
-    if not cfg.gpu:  # one thread per reserved CPU (or fewer, livseg.runtime.torch_threads)
-        torch.set_num_threads(torch_threads(cfg.cpus_per_worker))
+    if not cfg.gpu:  # one thread per reserved CPU, or the cap the driver read (torch_threads)
+        torch.set_num_threads(config["threads"])
 
     checkpoint = ray.train.get_checkpoint()
     weights = "none" if checkpoint or cfg.init else cfg.encoder_weights
@@ -283,6 +282,7 @@ def _meta(cfg: TrainConfig, record: dict, in_channels: int, classes: int, metric
         "preprocess": record,
         "train": to_dict(cfg),
         "metrics": metrics,
+        "torch_threads": torch.get_num_threads(),  # the worker's (runtime.torch_threads)
         "livseg_version": livseg.__version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

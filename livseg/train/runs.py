@@ -16,7 +16,7 @@ from livseg.config import to_dict
 from livseg.data import read_record, read_split
 from livseg.errors import UsageError
 from livseg.io import storage
-from livseg.runtime import init_ray, quick_train_polling
+from livseg.runtime import init_ray, quick_train_polling, torch_threads
 from livseg.train.checkpoint import check_init, load_train_state
 from livseg.train.config import TrainConfig
 from livseg.train.history import write_history
@@ -130,7 +130,13 @@ def build_trainer(
     return TorchTrainer(
         train_loop,
         # "started": a time limit counts from here, the same for restarts after a worker fault.
-        train_loop_config={"train": to_dict(cfg), "record": record, "started": time.time()},
+        # "threads": torch's intra-op threads per CPU worker, resolved here (torch_threads).
+        train_loop_config={
+            "train": to_dict(cfg),
+            "record": record,
+            "started": time.time(),
+            "threads": torch_threads(cfg.cpus_per_worker),
+        },
         scaling_config=ScalingConfig(
             num_workers=cfg.workers, use_gpu=cfg.gpu, resources_per_worker=resources
         ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -14,6 +15,7 @@ from job_helpers import check_report, run_job
 
 from livseg.data import read_record
 from livseg.registry import register
+from livseg.runtime import TORCH_THREADS_ENV
 from livseg.train import (
     NonFiniteLossError,
     TrainConfig,
@@ -182,7 +184,8 @@ def test_tumour_slices_are_repeated_to_the_share(ray_session, shards):
 @pytest.fixture(scope="module")
 def share_run(shards, tmp_path_factory):
     """One epoch of ``unet`` with tumour oversampling, the one worker holding both CPUs of the
-    test cluster (as the quality test and a 2-core pipeline run it): its config and result."""
+    test cluster (as the quality test and a 2-core pipeline run it; one torch thread under the
+    suite's LIVSEG_TORCH_THREADS): its config and result."""
     cfg = TrainConfig(
         data=shards, arch="unet", epochs=1, workers=1, cpus_per_worker=2, tumour_share=0.33,
         lr=2e-3, storage=str(tmp_path_factory.mktemp("share")), name="share",
@@ -201,8 +204,11 @@ def test_a_run_with_tumour_share_sees_the_repeated_slices(share_run, shards):
     total, tumour = train.count(), int(train.sum("has_tumour"))
     repeats = tumour_repeats(total, tumour, 0.33)
     _, row = share_run
-    seen = read_meta(row["checkpoint"])["metrics"]["train_rows"]
+    meta = read_meta(row["checkpoint"])
+    seen = meta["metrics"]["train_rows"]
     assert repeats > 1 and seen == total + (repeats - 1) * tumour, (seen, total, tumour, repeats)
+    # The cap this driver read (tests/conftest.py) reached the worker holding 2 CPUs.
+    assert os.environ[TORCH_THREADS_ENV] == "1" and meta["torch_threads"] == 1
 
 
 def test_the_same_seed_trains_the_same_model(share_run):
