@@ -12,9 +12,8 @@ for one alone). Each integration module runs whole in one process, heaviest firs
 
 Torch gets one thread per process (OMP_NUM_THREADS for every process, LIVSEG_TORCH_THREADS for
 Ray Train workers and Serve replicas, which set theirs from their CPUs): two processes on two
-cores keep both busy, and each op's two threads then wait for a core at every barrier. Measured
-(smp U-Net-ResNet34, 8 × 64², bf16): two training loops at once took 2,253 ms a step each with
-2 threads and 260 with 1; alone, 270 and 274.
+cores keep both busy, and each op's two threads then wait for a core at every barrier (the
+measurements: ``livseg.runtime``, next to TORCH_THREADS_ENV).
 """
 
 from __future__ import annotations
