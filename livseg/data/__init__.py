@@ -4,7 +4,7 @@
 with inference), ``shards`` (the format and its version), ``tasks``
 (one case's work), ``pipeline`` (the Ray Data job),
 ``datasets`` (the Ray Data sink and readers of shards), ``roi`` (the liver box a cascade's
-tumour stage sees).
+tumour stage sees, and the shift of its HU to the case's liver).
 
 Names load on first use (PEP 562): a Ray Data task that only decodes shards unpickles
 ``livseg.data.shards``, and importing this package eagerly would make every fresh worker
@@ -20,7 +20,7 @@ _EXPORTS = {
     "livseg.data.config": ("PreprocessConfig",),
     "livseg.data.datasets": ("read_split", "split_sink", "torch_batches"),
     "livseg.data.pipeline": ("format_summary", "preprocess", "rows_per_file"),
-    "livseg.data.roi": ("liver_box", "roi_arrays"),
+    "livseg.data.roi": ("liver_box", "liver_shift", "roi_arrays"),
     "livseg.data.shards": (
         "RECORD_VERSION", "load_split_numpy", "read_record", "split_uri", "write_split_tables",
     ),

@@ -30,6 +30,9 @@ class PreprocessConfig:
     # grown by roi_margin × side, ≥ 4 px; z grown by margin + context slices) before slicing.
     roi: bool = False
     roi_margin: float = 0.15
+    # ROI shards: each case's HU shifted so that its liver's median is 100 HU (livseg.data.roi:
+    # the tumour stage then sees tumours relative to their own liver in any contrast phase).
+    roi_liver_shift: bool = True
     # CSV (local or s3://) with columns case_id,patient: cases of one patient share a split.
     # Without it a DICOM series' PatientID groups cases; other cases are a patient each.
     patients: str = ""

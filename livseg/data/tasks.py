@@ -56,7 +56,10 @@ def inspect_case(row: dict[str, Any], cfg_dict: dict[str, Any]) -> dict[str, Any
         unexpected = (np.flatnonzero(counts[3:]) + 3).tolist()
         if unexpected:
             raise VolumeError(f"{mask_uri}: labels {unexpected} found; expected 0/1/2 (LiTS)")
-        grid_hu, grid_mask = volume_grid(*case_arrays(volume.array, labels, cfg), cfg)
+        # The liver lies wholly inside its box: the crop's liver histogram is the case's, with
+        # the HU the rows are made of (shifted for ROI shards).
+        hu, kept_labels = case_arrays(volume.array, labels, cfg)
+        grid_hu, grid_mask = volume_grid(hu, kept_labels, cfg)
         # The split groups cases by patient: a given table first, else the DICOM PatientID.
         out["patient"] = row["patient"] or volume.meta.get("patient") or f"case-{row['case_id']}"
         out.update(
@@ -64,7 +67,7 @@ def inspect_case(row: dict[str, Any], cfg_dict: dict[str, Any]) -> dict[str, Any
             spacing=list(volume.spacing),
             liver_voxels=int(counts[1:3].sum()),
             tumour_voxels=int(counts[2]),
-            histogram=liver_histogram(volume.array, labels, low, high),
+            histogram=liver_histogram(hu, kept_labels, low, high),
             grid_hu=grid_hu,
             grid_mask=grid_mask,
         )
@@ -77,7 +80,7 @@ def case_arrays(hu: np.ndarray, labels: np.ndarray, cfg: PreprocessConfig) -> tu
     """The (X, Y, Z) arrays a case's rows are made from: whole, or its liver box (``cfg.roi``)."""
     if not cfg.roi:
         return hu, labels
-    return roi_arrays(hu, labels, cfg.roi_margin, cfg.roi_z_margin)
+    return roi_arrays(hu, labels, cfg.roi_margin, cfg.roi_z_margin, cfg.roi_liver_shift)
 
 
 def case_slices(

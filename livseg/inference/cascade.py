@@ -1,8 +1,9 @@
 """A two-stage model (``Cascade``, after Christ et al. 2016): stage 1 finds the liver on whole
 slices, stage 2 segments liver and tumour inside stage 1's liver box at the resolution of its own
 shards (``PreprocessConfig.roi``: the box is a fraction of the field of view, so the same pixels
-cover it 2-3× finer), and the labels are composed on the input's grid. Stage 1 only places the
-box, so it can be small and coarse. Same interface as ``Segmenter``.
+cover it 2-3× finer; its HU shifted by stage 1's liver as the shards were by the reference
+liver, ``livseg.data.roi.liver_shift``), and the labels are composed on the input's grid.
+Stage 1 only places the box, so it can be small and coarse. Same interface as ``Segmenter``.
 
 On disk a cascade is one checkpoint folder (a "bundle"): stage 1's ``model.pt`` and ``meta.json``
 with ``meta["cascade"] = {"tumour": "tumour"}``, stage 2's checkpoint in ``tumour/``. Anything that
@@ -16,7 +17,7 @@ import json
 
 import numpy as np
 
-from livseg.data import liver_box
+from livseg.data import liver_box, liver_shift
 from livseg.errors import UsageError
 from livseg.inference.lesions import LesionRule
 from livseg.inference.postprocess import postprocess_labels
@@ -60,8 +61,9 @@ class Cascade:
         postprocess: bool = True,
         lesion_rule: LesionRule | None = None,
     ) -> Segmentation:
-        """As ``Segmenter.segment``: stage 1 (post-processed) places the box, stage 2's labels
-        and probabilities fill it; outside the box labels and probabilities are background.
+        """As ``Segmenter.segment``: stage 1 (post-processed) places the box and, where stage 2
+        was trained so, shifts its HU to stage 1's liver; stage 2's labels and probabilities
+        fill the box; outside it labels and probabilities are background.
         Post-processing then runs on the composed labels."""
         first = self.liver.segment(hu)
         cfg = self.tumour.cfg
@@ -72,7 +74,10 @@ class Cascade:
             probs = np.zeros((3, *hu.shape), np.float16)
             probs[0] = 1
         if box is not None:
-            second = self.tumour.segment(hu[box], keep_probs=keep_probs, postprocess=False)
+            crop = hu[box]
+            if cfg.roi_liver_shift:  # as its shards were made, with stage 1's liver
+                crop = crop + np.float32(liver_shift(crop, first.labels[box] == 1))
+            second = self.tumour.segment(crop, keep_probs=keep_probs, postprocess=False)
             labels[box], certainty = second.labels, second.certainty
             if probs is not None:
                 probs[(slice(None), *box)] = second.probs

@@ -67,7 +67,9 @@ class Segmenter:
         self.meta = meta
         self.device = torch.device(device)
         self.batch_size = batch_size
-        self.cfg = from_dict(PreprocessConfig, record["config"])
+        # Shards made before ``roi_liver_shift`` existed were not shifted: neither is the input
+        # of a model trained on them (the key's default is for new shards only).
+        self.cfg = from_dict(PreprocessConfig, {"roi_liver_shift": False, **record["config"]})
         self.stats = IntensityStats(**record["stats"])
         # bf16 on GPUs (as in training); CPU inference stays fp32 for exact scores.
         self.bf16 = self.device.type == "cuda"

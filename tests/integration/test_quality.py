@@ -5,12 +5,16 @@ Segmenter on the original voxel grids, post-processing included) — cases that 
 Stage 1 alone is not scored: it is the coarse box placer, not a fair single-stage baseline
 (README command 1 prints the single-stage models beside the cascade).
 
-Budget: 11-13 minutes measured on a 2-core AVX2 CPU without bf16 (fp32 trains 2-3× slower there
-than on the AVX-512/AMX machines this test was first sized on). Stage 1 only places the liver
-box, so it is coarse (64², two epochs of 90 steps); stage 2 gets the time (three epochs of 130
-steps at 64² over the liver box: in these 128-px cases the liver spans 45-82 × 26-56 px, median
-66 × 40 before the margin, so 64² keeps most of their resolution where 96² mostly interpolated
-it, at 1.4× the time a step: 6.2 against 8.5 rows/s in these runs)."""
+Budget: 299 s alone on a 2-core AVX-512 machine with one torch thread (the earlier budget: 282 s
+there, 11-13 minutes on a 2-core AVX2 CPU without bf16; this one is unmeasured there). Both
+stages are unet-resnet18 (1.7× the steps of a unet-resnet34 in the same time: 161 against 272 ms
+for 8 × 64², five channels, one thread), and stage 2 starts from stage 1's weights
+(``TrainConfig.init``, ``jobs/train.py --set init=…``). Stage 1 only places the liver box, so it
+is coarse (64², two epochs of 90 steps; the box of the earlier unet-resnet34 stage 1 held every
+test case's whole liver and tumours); stage 2 gets the time (five epochs of 130 steps at 64²
+over the liver box: in these 128-px cases the liver spans 45-82 × 26-56 px, median 66 × 40
+before the margin, so 64² keeps most of their resolution). The ROI shards shift each case's HU
+to its own liver (``livseg.data.roi``)."""
 
 from __future__ import annotations
 
@@ -25,35 +29,30 @@ from livseg.registry import register, resolve_model
 from livseg.synthetic import write_dataset
 from livseg.train import TrainConfig, fit, read_meta
 
-# LOWERED BAR. At the earlier, larger budget (96² stage 2, full epochs; 10 CPU minutes on an
-# AVX-512 machine, 29 on a 2-core AVX2 one): four runs without oversampling gave cascade liver
-# 0.928-0.953, tumour 0.21-0.40, lesion F1 (≥ a 10 mm sphere) 0.14-0.21; one with tumour_share
-# 0.33 gave liver 0.954, tumour 0.419, F1 ≥ 10 mm 0.261. At this budget (2026-12-02), one run
-# so far: liver 0.927, tumour 0.323, F1 ≥ 10 mm 0.25 (stage 2 at 96² for 3 × 80 steps gave
-# tumour 0.129). Since the data order is seeded a run repeats on one machine (liver 0.925,
-# tumour 0.329, F1 ≥ 10 mm 0.207 on a 2-core AVX2 one; with the suite's one torch thread,
-# 2026-12-04, AVX-512: liver 0.922, tumour 0.271, F1 ≥ 10 mm 0.114, against 0.938, 0.272,
-# 0.190 with two threads the day before); the spread over seeds and CPUs is not
-# measured yet: 0.90 leaves 0.022-0.038, about the spread of the five runs at the larger budget, and
-# 0.12 is below every run above. Re-measure before raising them, or if CI fails near them.
-# Issue 12's targets (liver ≥ 0.95, tumour ≥ 0.65, lesion F1 ≥ 0.5) are not reached here.
-LIVER_MIN, TUMOUR_MIN = 0.90, 0.12
+# LOWERED BAR (issue 12's targets, liver ≥ 0.95, tumour ≥ 0.65, lesion F1 ≥ 0.5, are not
+# reached at this budget). This test alone, 2026-12-04, AVX-512, one torch thread (the data
+# order is seeded: a run repeats on one machine, not across CPUs or thread counts): liver
+# 0.933, tumour 0.411, lesion F1 ≥ 10 mm 0.273 (six stage-2 epochs: 0.936, 0.474, 0.261, 330 s).
+# Prototype runs of the liver shift (six epochs): seed 0 tumour 0.466, seed 1 0.504; without
+# the shift 0.403 and 0.288; the earlier test (unet-resnet34 stages, three epochs, no shift)
+# 0.277 (0.322-0.329 on a 2-core AVX2 machine). 0.25 leaves 0.16 below this run, about the
+# spread seen between seeds; 0.90 for the liver leaves 0.03. Re-measure before raising them,
+# or if CI fails near them.
+LIVER_MIN, TUMOUR_MIN = 0.90, 0.25
 CASES, RAW_SIZE, SIZE, ROI_SIZE = 40, 128, 64, 64
 
 
-def train(
-    data: str, storage: str, name: str, epochs: int, steps: int = 0, tumour_share: float = 0.0
-) -> str:
+def train(data: str, storage: str, name: str, epochs: int, steps: int, **kw) -> str:
     cfg = TrainConfig(
-        data=data, arch="unet-resnet34", epochs=epochs, batch_size=8, lr=1e-3, workers=1,
+        data=data, arch="unet-resnet18", epochs=epochs, batch_size=8, lr=1e-3, workers=1,
         cpus_per_worker=2, storage=storage, name=name, steps_per_epoch=steps, patience=epochs,
-        tumour_share=tumour_share,
+        **kw,
     )  # fmt: skip
     return fit(cfg)["checkpoint"]
 
 
-# Measured 685-794 s alone on a 2-core AVX2 machine, ~400 s alone on an AVX-512 one, 959-1,084
-# s beside the suite's other test process (the time also depends on what the trained stages
+# The earlier, similar budget took 685-794 s alone on a 2-core AVX2 machine and 959-1,084 s beside
+# the suite's other test process there (the time also depends on what the trained stages
 # predict, e.g. lesion post-processing on validation): the suite's 900 s hang guard is too close.
 @pytest.mark.timeout(2400)
 def test_cascade_segments_unseen_test_cases(ray_session, tmp_path):
@@ -65,11 +64,14 @@ def test_cascade_segments_unseen_test_cases(ray_session, tmp_path):
     for split in ("train", "val", "test"):  # stage 2 must not have seen the test cases either
         ids = record["splits"][split]["case_ids"]
         assert ids == roi_record["splits"][split]["case_ids"] and ids, split
+    # Each case's HU shifted to its own liver: the liver stats lose the spread between cases
+    # (unshifted, the box holds the whole liver and the two would be equal).
+    assert roi_record["stats"]["std"] < record["stats"]["std"], (roi_record, record)
     timings = {"preprocess": time.time() - started}
-    liver = train(full, str(tmp_path / "runs"), "stage1", epochs=2, steps=90)
+    liver = train(full, str(tmp_path / "runs"), "stage1", 2, 90)
     timings["stage 1"] = time.time() - started - sum(timings.values())
-    # A third of stage 2's slices hold tumour (nnU-Net's share; measured above the thresholds).
-    tumour = train(roi, str(tmp_path / "runs"), "stage2", epochs=3, steps=130, tumour_share=0.33)
+    # A third of stage 2's slices hold tumour (nnU-Net's share); it starts from stage 1.
+    tumour = train(roi, str(tmp_path / "runs"), "stage2", 5, 130, tumour_share=0.33, init=liver)
     timings["stage 2"] = time.time() - started - sum(timings.values())
 
     bundle = str(tmp_path / "bundle")  # as `jobs/registry.py bundle` makes it

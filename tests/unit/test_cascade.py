@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from livseg.config import to_dict
-from livseg.data import LABEL_MAPS, IntensityStats, PreprocessConfig, liver_box, roi_arrays
+from livseg.data import (
+    LABEL_MAPS,
+    IntensityStats,
+    PreprocessConfig,
+    liver_box,
+    liver_shift,
+    roi_arrays,
+)
 from livseg.errors import UsageError
 from livseg.evaluate import detect_lesions
 from livseg.inference import (
@@ -60,6 +67,27 @@ def test_liver_box_is_a_grown_square_clipped_to_the_volume() -> None:
     assert roi_arrays(hu, np.zeros_like(labels), 0.25, 3)[0] is hu  # no liver: whole volume
 
 
+def test_liver_shift_puts_each_livers_median_at_the_reference() -> None:
+    """Two livers of different phases (70 and 130 HU) with a tumour 30 HU darker than each:
+    shifted, both livers sit at 100 HU and both tumours at 70 (the tumour leaves the median)."""
+    labels = np.zeros((40, 40, 10), np.uint8)
+    labels[10:30, 10:30, 2:8] = 1
+    labels[14:18, 14:18, 4:6] = 2
+    for liver_hu in (70.0, 130.0):
+        hu = np.full(labels.shape, -100.0, np.float32)
+        hu[labels == 1], hu[labels == 2] = liver_hu, liver_hu - 30
+        hu[12, 12, 3] = 400.0  # one bright vessel voxel moves no median
+        assert liver_shift(hu, labels == 1) == 100.0 - liver_hu
+        cropped, cropped_labels = roi_arrays(hu, labels, 0.25, 1, shift=True)
+        assert cropped.dtype == np.float32
+        assert np.median(cropped[cropped_labels == 1]) == 100.0
+        assert np.all(cropped[cropped_labels == 2] == 70.0)
+        assert np.array_equal(roi_arrays(hu, labels, 0.25, 1)[0], cropped - (100.0 - liver_hu))
+    assert liver_shift(hu, np.zeros(labels.shape, bool)) == 0.0  # no liver: unchanged
+    with pytest.raises(ValueError, match="shape"):
+        liver_shift(hu, labels[:, :, :5] == 1)
+
+
 def test_cascade_fills_stage_one_liver_box_with_stage_two(monkeypatch) -> None:
     liver, tumour = segmenter(roi=False), segmenter(roi=True)
     first = np.zeros((64, 64, 20), np.uint8)
@@ -74,6 +102,7 @@ def test_cascade_fills_stage_one_liver_box_with_stage_two(monkeypatch) -> None:
 
     def stage_two(hu, *, keep_probs=False, postprocess=True, spacing=None):
         seen["shape"], seen["postprocess"] = hu.shape, postprocess
+        seen["hu"] = hu
         labels = np.zeros(hu.shape, np.uint8)
         labels[2:-2, 2:-2, 2:-2] = 1  # stage 2's liver, a little larger than stage 1's
         labels[4:8, 4:8, 4:8] = 2
@@ -82,10 +111,12 @@ def test_cascade_fills_stage_one_liver_box_with_stage_two(monkeypatch) -> None:
 
     monkeypatch.setattr(liver, "segment", stage_one)
     monkeypatch.setattr(tumour, "segment", stage_two)
-    out = Cascade(liver, tumour, {"arch": "unet"}).segment(
-        np.zeros(first.shape, np.float32), keep_probs=True
-    )
+    hu = np.where(first == 1, 130.0, -50.0).astype(np.float32)  # a bright (late-phase) liver
+    out = Cascade(liver, tumour, {"arch": "unet"}).segment(hu, keep_probs=True)
     box = liver_box(keep_liver_components(first), tumour.cfg.roi_margin, tumour.cfg.roi_z_margin)
+    # Stage 2 sees its box with the HU shifted by stage 1's liver (median 130 → 100), as its
+    # shards were made from the reference liver.
+    np.testing.assert_array_equal(seen.pop("hu"), hu[box] - 30.0)
     assert seen == {"shape": tuple(s.stop - s.start for s in box), "postprocess": False}
     expected = np.zeros_like(first)
     expected[box] = stage_two(np.zeros(seen["shape"])).labels
@@ -98,6 +129,30 @@ def test_cascade_fills_stage_one_liver_box_with_stage_two(monkeypatch) -> None:
         Cascade(liver, segmenter(roi=False), {})
     with pytest.raises(UsageError, match="whole slices"):
         Cascade(segmenter(roi=True), tumour, {})
+
+
+def test_a_tumour_stage_from_shards_without_the_shift_key_sees_unshifted_hu(monkeypatch) -> None:
+    """A ROI checkpoint whose preprocess.json predates ``roi_liver_shift`` was trained on
+    unshifted HU: its input stays unshifted (``PreprocessConfig`` would default the key on)."""
+    liver, tumour = segmenter(roi=False), segmenter(roi=True)
+    old = meta(tumour.cfg)
+    del old["preprocess"]["config"]["roi_liver_shift"]
+    tumour = Segmenter(tumour.model, old)
+    assert not tumour.cfg.roi_liver_shift and segmenter(roi=True).cfg.roi_liver_shift
+    first = np.zeros((48, 48, 12), np.uint8)
+    first[10:30, 10:30, 3:9] = 1
+    seen = {}
+    monkeypatch.setattr(liver, "segment", lambda hu, **kw: Segmentation(first.copy(), None, 0.9))
+
+    def stage_two(hu, **kw):
+        seen["hu"] = hu
+        return Segmentation(np.zeros(hu.shape, np.uint8), None, 0.8)
+
+    monkeypatch.setattr(tumour, "segment", stage_two)
+    hu = np.where(first == 1, 130.0, -50.0).astype(np.float32)
+    Cascade(liver, tumour, {"arch": "unet"}).segment(hu, postprocess=False)
+    box = liver_box(first, tumour.cfg.roi_margin, tumour.cfg.roi_z_margin)
+    np.testing.assert_array_equal(seen["hu"], hu[box])
 
 
 def test_bundle_loads_as_a_cascade_and_registers_with_both_stages(tmp_path) -> None:
