@@ -20,7 +20,7 @@ _EXPORTS = {
     "livseg.data.config": ("PreprocessConfig",),
     "livseg.data.datasets": ("read_split", "split_sink", "torch_batches"),
     "livseg.data.pipeline": ("format_summary", "preprocess", "rows_per_file"),
-    "livseg.data.roi": ("liver_box", "liver_shift", "roi_arrays"),
+    "livseg.data.roi": ("liver_box", "liver_shift", "roi_arrays", "shift_to_liver"),
     "livseg.data.shards": (
         "RECORD_VERSION", "load_split_numpy", "read_record", "split_uri", "write_split_tables",
     ),

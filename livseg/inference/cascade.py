@@ -2,7 +2,7 @@
 slices, stage 2 segments liver and tumour inside stage 1's liver box at the resolution of its own
 shards (``PreprocessConfig.roi``: the box is a fraction of the field of view, so the same pixels
 cover it 2-3× finer; its HU shifted by stage 1's liver as the shards were by the reference
-liver, ``livseg.data.roi.liver_shift``), and the labels are composed on the input's grid.
+liver, ``livseg.data.roi.shift_to_liver``), and the labels are composed on the input's grid.
 Stage 1 only places the box, so it can be small and coarse. Same interface as ``Segmenter``.
 
 On disk a cascade is one checkpoint folder (a "bundle"): stage 1's ``model.pt`` and ``meta.json``
@@ -17,7 +17,7 @@ import json
 
 import numpy as np
 
-from livseg.data import liver_box, liver_shift
+from livseg.data import liver_box, shift_to_liver
 from livseg.errors import UsageError
 from livseg.inference.lesions import LesionRule
 from livseg.inference.postprocess import postprocess_labels
@@ -76,7 +76,7 @@ class Cascade:
         if box is not None:
             crop = hu[box]
             if cfg.roi_liver_shift:  # as its shards were made, with stage 1's liver
-                crop = crop + np.float32(liver_shift(crop, first.labels[box] == 1))
+                crop = shift_to_liver(crop, first.labels[box])
             second = self.tumour.segment(crop, keep_probs=keep_probs, postprocess=False)
             labels[box], certainty = second.labels, second.certainty
             if probs is not None:
