@@ -7,12 +7,13 @@
 
 Stages: generate LiTS-like cases → preprocess them into Parquet shards with Ray Data → train
 the study's architectures briefly with Ray Train → a cascade (the unet-resnet34 places the liver
-box, a second one trained on liver-ROI shards segments liver and tumour inside it) → sweep the
-loss weights with Ray Tune (short trials fine-tuning the trained unet-resnet34) → evaluate
-every trained model, the cascade and the sweep's best on the test split (LiTS metrics,
-report.html) → register them all; the registry makes the best on validation current → start
-the Serve app (bearer token) with the current model and run the nightly archive job on a
-generated hospital archive through it; one summary at the end.
+box, a second one, started from its weights and trained on liver-ROI shards, segments liver and
+tumour inside it) → sweep the loss weights with Ray Tune (short trials fine-tuning the trained
+unet-resnet34) → evaluate every trained model, the cascade and the sweep's best on the test
+split (each 2-D model's lesion rule chosen on validation first; LiTS metrics, report.html) →
+register them all; the registry makes the best on validation current → start the Serve app
+(bearer token) with the current model and run the nightly archive job on a generated hospital
+archive through it; one summary at the end.
 Rerunning resumes: generated cases, finished shards, training runs, the sweep and registered
 versions are kept. On a cluster (--address), every node must reach --work and --data: give
 s3:// prefixes (generated cases are written locally, so bring --data).
@@ -218,9 +219,13 @@ def _cascade(args: argparse.Namespace, raw: str, cfg, slice_cfg, rows: list) -> 
         return None
     roi = storage.join(args.work, "shards-roi")
     print(f"[4/8] cascade: preprocessing liver-ROI shards → {roi}, training its tumour stage "
-          "(unet-resnet34)", flush=True)  # fmt: skip
+          "(unet-resnet34, from the liver stage's weights)", flush=True)  # fmt: skip
     print(format_summary(preprocess(raw, roi, replace(cfg, roi=True)), roi))
-    tumour = fit(replace(slice_cfg, data=roi, arch="unet-resnet34", name="pipeline-roi"))
+    # The quality test's recipe: stage 2 starts from stage 1's weights and a third of its
+    # slices hold tumour (nnU-Net's share). From scratch, 2 × 80 steps left it predicting no
+    # tumour on the test split (see README, command 1).
+    tumour = fit(replace(slice_cfg, data=roi, arch="unet-resnet34", name="pipeline-roi",
+                         init=liver["checkpoint"], tumour_share=0.33))  # fmt: skip
     bundle = storage.join(args.work, "runs", "cascade")
     shards = storage.join(args.work, "shards")
     metrics = bundle_cascade(liver["checkpoint"], tumour["checkpoint"], shards, bundle)
@@ -299,6 +304,7 @@ def _sweep(args: argparse.Namespace, train_cfg, cpus: int, gpus: int, init: str)
 def _evaluate(args: argparse.Namespace, candidates: list, shards: str, seed: int):
     from livseg.evaluate import (
         case_dice_table,
+        choose_lesion_rules,
         format_model_comparison,
         score_models,
         write_evaluation,
@@ -307,7 +313,13 @@ def _evaluate(args: argparse.Namespace, candidates: list, shards: str, seed: int
 
     report_dir = storage.join(args.work, "evaluation")
     labels = [label for label, _ in candidates]
-    print(f"[6/8] evaluating {', '.join(labels)} on the test split (original voxel grids)")
+    print(
+        f"[6/8] evaluating {', '.join(labels)} on the test split (original voxel grids), "
+        "each 2-D model's lesion rule chosen on the validation split first",
+        flush=True,
+    )
+    for line in choose_lesion_rules(candidates, shards):
+        print(line)
     results = score_models([c for _, c in candidates], shards, "test", labels=labels)
     summary = write_evaluation(results, report_dir, mc=100, seed=seed)
     for result in results:

@@ -67,25 +67,6 @@ def archs(args: argparse.Namespace) -> list[str]:
     return list(STUDY_ARCHS) if "all" in chosen else chosen
 
 
-def choose_lesion_rules(rows: list[dict], data: str) -> None:
-    """Choose and record each multi-class 2-D model's lesion rule on the validation split."""
-    from livseg.evaluate import choose_lesion_rule, record_lesion_rule
-    from livseg.train import is_volumetric, read_meta
-
-    for row in rows:
-        meta = read_meta(row["checkpoint"])
-        if is_volumetric(row["arch"]) or len(meta["label_map"]) != 3:
-            continue  # a 3-D or binary model: no tumour components to clean
-        choice = choose_lesion_rule(row["checkpoint"], data, "val")
-        record_lesion_rule(row["checkpoint"], choice)
-        best = next(r for r in choice["table"] if r["min_volume_mm3"] == choice["rule"][
-            "min_volume_mm3"] and r["fill_holes"] == choice["rule"]["fill_holes"])  # fmt: skip
-        print(f"{row['arch']}: lesion rule {choice['rule']} on {choice['cases']} validation "
-              f"cases (tumour Dice {best['tumour_dice']:.3f}, lesion F1 "
-              f"{best['lesion_f1']:.3f}; unchanged {choice['table'][0]['objective']:.3f} → "
-              f"{best['objective']:.3f})")  # fmt: skip
-
-
 def main(args: argparse.Namespace) -> int:
     from livseg.train import fit_all, format_comparison
 
@@ -96,7 +77,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"{row['arch']}: best checkpoint {row['checkpoint']}")
     print(f"runs: {cfg.storage}/{cfg.name}/ (history.csv, curves.png, comparison.csv)")
     if args.lesion_rule:
-        choose_lesion_rules(rows, cfg.data)
+        from livseg.evaluate import choose_lesion_rules
+
+        models = [(row["arch"], row["checkpoint"]) for row in rows]
+        print("\n".join(choose_lesion_rules(models, cfg.data)))
     if args.register:
         from livseg.evaluate import calibrate_before_registering
         from livseg.registry import register

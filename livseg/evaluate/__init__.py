@@ -3,7 +3,9 @@ case as Ray tasks (``runner``), Monte-Carlo intervals, summaries and ``report.ht
 
 from livseg.evaluate.auc import roc_auc_ap
 from livseg.evaluate.cases import ModelResult, score_mask_pair, score_model_case
-from livseg.evaluate.lesion_choice import LESION_RULES, choose_lesion_rule, record_lesion_rule
+from livseg.evaluate.lesion_choice import (
+    LESION_RULES, choose_lesion_rule, choose_lesion_rules, record_lesion_rule,
+)
 from livseg.evaluate.lits import (
     DETECTION_IOU, binary_scores, confusion_counts, detect_lesions, global_dice, overlap_scores,
     score_case, summarise, volume_ml,
@@ -24,8 +26,8 @@ from livseg.evaluate.surface import surface_distances, surface_scores
 __all__ = [
     "DETECTION_IOU", "LESION_RULES", "ModelResult", "binary_scores", "bundle_cascade",
     "calibrate_before_registering", "calibrate_review", "case_dice_table", "certainty_limit",
-    "choose_lesion_rule", "comparison_rows", "confusion_counts", "detect_lesions",
-    "evaluation_cases", "format_model_comparison", "global_dice", "interval",
+    "choose_lesion_rule", "choose_lesion_rules", "comparison_rows", "confusion_counts",
+    "detect_lesions", "evaluation_cases", "format_model_comparison", "global_dice", "interval",
     "match_masks", "monte_carlo", "overlap_scores", "record_lesion_rule",
     "roc_auc_ap", "score_case", "score_mask_folders", "score_mask_pair", "score_model_case",
     "score_models", "summarise", "surface_distances", "surface_scores", "validation_metrics",

@@ -76,3 +76,26 @@ def record_lesion_rule(checkpoint: str, choice: dict[str, Any]) -> None:
 
     lesions_choice = {k: choice[k] for k in ("split", "cases", "table")}
     update_meta(checkpoint, lesions=choice["rule"], lesions_choice=lesions_choice)
+
+
+def choose_lesion_rules(models: list[tuple[str, str]], data: str, split: str = "val") -> list[str]:
+    """Choose and record the lesion rule of each ``(label, checkpoint)`` on ``data``'s
+    ``split``; one printable line per model. 3-D and binary models are skipped (no tumour
+    components to clean). A cascade bundle is one checkpoint: its rule cleans the composed mask."""
+    from livseg.train import is_volumetric, read_meta
+
+    lines = []
+    for label, checkpoint in models:
+        meta = read_meta(checkpoint)
+        if is_volumetric(meta["arch"]) or len(meta["label_map"]) != 3:
+            continue
+        choice = choose_lesion_rule(checkpoint, data, split)
+        record_lesion_rule(checkpoint, choice)
+        rule, table = choice["rule"], choice["table"]
+        best = next(r for r in table if all(r[k] == v for k, v in rule.items()))
+        lines.append(
+            f"{label}: lesion rule {rule} on {choice['cases']} {split} cases (tumour Dice "
+            f"{best['tumour_dice']:.3f}, lesion F1 {best['lesion_f1']:.3f}; unchanged "
+            f"{table[0]['objective']:.3f} → {best['objective']:.3f})"
+        )
+    return lines

@@ -11,7 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from job_helpers import ROOT, check_report, load_job, run_job
+from job_helpers import ROOT, check_report, run_job
 
 from livseg.evaluate import monte_carlo
 from livseg.io import nifti_bytes, read_nifti
@@ -173,7 +173,12 @@ def test_the_lesion_rule_is_chosen_on_validation_and_applied(trained_unet, shard
     is chosen, lands in the checkpoint and the Segmenter uses it."""
     import shutil
 
-    from livseg.evaluate import LESION_RULES, choose_lesion_rule, record_lesion_rule
+    from livseg.evaluate import (
+        LESION_RULES,
+        choose_lesion_rule,
+        choose_lesion_rules,
+        record_lesion_rule,
+    )
     from livseg.inference import LesionRule, Segmenter
 
     choice = choose_lesion_rule(trained_unet, shards, "val")
@@ -186,7 +191,7 @@ def test_the_lesion_rule_is_chosen_on_validation_and_applied(trained_unet, shard
     record_lesion_rule(str(copy), {**choice, "rule": {"min_volume_mm3": 65.0, "fill_holes": True}})
     assert Segmenter.from_checkpoint(str(copy)).lesion_rule == LesionRule(65.0, True)
     assert Segmenter.from_checkpoint(trained_unet).lesion_rule == LesionRule()  # untouched
-    # jobs/train.py --lesion-rule: the same choice, recorded in the run's best checkpoint
-    train_job = load_job("train")
-    train_job.choose_lesion_rules([{"arch": "unet", "checkpoint": str(copy)}], shards)
+    # jobs/train.py --lesion-rule and the main job: the same choice, recorded in the checkpoint
+    lines = choose_lesion_rules([("unet", str(copy))], shards)
+    assert len(lines) == 1 and lines[0].startswith(f"unet: lesion rule {choice['rule']} on ")
     assert Segmenter.from_checkpoint(str(copy)).lesion_rule == LesionRule(**choice["rule"])

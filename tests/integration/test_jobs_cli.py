@@ -82,7 +82,17 @@ def test_main_job_runs_on_embedded_defaults(tmp_path):
     # The cascade's validation was measured on original grids: registered, never compared.
     bundle = [c for c in cards if c["validation"]["grid"] == "original"]
     assert len(bundle) == 1 and bundle[0]["parent"] == {"pipeline": "cascade"}
-    assert (work / "models" / "livseg" / bundle[0]["version"] / "tumour" / "model.pt").is_file()
+    version = work / "models" / "livseg" / bundle[0]["version"]
+    assert (version / "tumour" / "model.pt").is_file()
+    # Its tumour stage started from the liver stage's weights, a third of its slices tumour.
+    stage2 = json.loads((version / "tumour" / "meta.json").read_text())["train"]
+    assert stage2["tumour_share"] == 0.33
+    assert "/runs/pipeline/unet-resnet34/checkpoint_" in stage2["init"], stage2["init"]
+    # Each 2-D model's lesion rule was chosen on validation before the test split was scored.
+    assert "lesions_choice" in json.loads((version / "meta.json").read_text())
+    for model in ("unet", "unet-resnet34", "unet-resnet34 (tuned)", "cascade"):
+        assert f"\n{model}: lesion rule " in out, model
+    assert "\nvnet: lesion rule" not in out
     current = registry.current(str(work / "models"), "livseg")
     assert current["value"] == max(c["value"] for c in slices)
     # Its review limit was calibrated on the validation cases before registering.
