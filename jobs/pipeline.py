@@ -205,7 +205,8 @@ class _StageClock:
 
 def _cascade(args: argparse.Namespace, raw: str, cfg, slice_cfg, rows: list) -> tuple | None:
     """The two-stage model: the trained unet-resnet34 finds the liver, a second unet-resnet34
-    trained on liver-ROI shards the tumour inside its box; bundled, with validation metrics
+    started from its weights and trained on liver-ROI shards (a third of each epoch's slices
+    with tumour) the tumour inside its box; bundled, with validation metrics
     measured through the cascade on the original grids (so the registry never compares them
     with the single-stage models' shard-grid numbers)."""
     from livseg.data import format_summary, preprocess
@@ -224,7 +225,9 @@ def _cascade(args: argparse.Namespace, raw: str, cfg, slice_cfg, rows: list) -> 
     # The quality test's recipe: stage 2 starts from stage 1's weights and a third of its
     # slices hold tumour (nnU-Net's share). From scratch, 2 × 80 steps left it predicting no
     # tumour on the test split (see README, command 1).
-    tumour = fit(replace(slice_cfg, data=roi, arch="unet-resnet34", name="pipeline-roi",
+    # Its own run name: a rerun in a work folder of an earlier version (whose "pipeline-roi"
+    # run trained from scratch) trains this recipe rather than resume that run.
+    tumour = fit(replace(slice_cfg, data=roi, arch="unet-resnet34", name="pipeline-tumour",
                          init=liver["checkpoint"], tumour_share=0.33))  # fmt: skip
     bundle = storage.join(args.work, "runs", "cascade")
     shards = storage.join(args.work, "shards")
@@ -310,16 +313,21 @@ def _evaluate(args: argparse.Namespace, candidates: list, shards: str, seed: int
         write_evaluation,
     )
     from livseg.io import storage
+    from livseg.registry import list_versions
 
-    report_dir = storage.join(args.work, "evaluation")
+    report_dir, registry = storage.join(args.work, "evaluation"), storage.join(args.work, "models")
     labels = [label for label, _ in candidates]
     print(
         f"[6/8] evaluating {', '.join(labels)} on the test split (original voxel grids), "
         "each 2-D model's lesion rule chosen on the validation split first",
         flush=True,
     )
-    for line in choose_lesion_rules(candidates, shards):
-        print(line)
+    # A rerun leaves registered checkpoints' rules alone: a registered version is never
+    # changed, and the report must score what the registry serves.
+    registered = {card["source"] for card in list_versions(registry, "livseg")}
+    skip = frozenset(c for _, c in candidates if storage.absolute(c) in registered)
+    for line in choose_lesion_rules(candidates, shards, skip=skip):
+        print(line, flush=True)
     results = score_models([c for _, c in candidates], shards, "test", labels=labels)
     summary = write_evaluation(results, report_dir, mc=100, seed=seed)
     for result in results:

@@ -79,8 +79,8 @@ def main(args: argparse.Namespace) -> int:
     if args.lesion_rule:
         from livseg.evaluate import choose_lesion_rules
 
-        models = [(row["arch"], row["checkpoint"]) for row in rows]
-        print("\n".join(choose_lesion_rules(models, cfg.data)))
+        for line in choose_lesion_rules([(r["arch"], r["checkpoint"]) for r in rows], cfg.data):
+            print(line, flush=True)
     if args.register:
         from livseg.evaluate import calibrate_before_registering
         from livseg.registry import register

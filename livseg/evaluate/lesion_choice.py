@@ -11,6 +11,7 @@ Segmenter applies it; a registered version is never changed (choose before regis
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
@@ -56,18 +57,28 @@ def choose_lesion_rule(
     scored = [r["row"] for r in results if "rules" in r["row"]]
     if not scored:
         raise ValueError(f"{data}: no {split} case could be segmented to choose a lesion rule")
-    table = []
-    for n, rule in enumerate(rules):
-        dice = [c["rules"][n]["dice"] for c in scored if c["rules"][n]["dice"] is not None]
-        counts = {k: sum(c["rules"][n][k] for c in scored) for k in ("tp", "fp", "fn")}
-        f1 = detection_scores(**counts)["f1"]
-        mean_dice = float(np.mean(dice)) if dice else math.nan
-        known = [v for v in (mean_dice, f1) if not math.isnan(v)]
-        objective = sum(known) / len(known) if known else -1.0  # -1: nothing to judge by
-        table.append({**asdict(rule), "tumour_dice": mean_dice, "lesion_f1": f1,
-                      "objective": objective, **counts})  # fmt: skip
+    table = rule_table([c["rules"] for c in scored], rules)
     best = max(range(len(rules)), key=lambda n: (table[n]["objective"], -n))
     return {"rule": asdict(rules[best]), "split": split, "cases": len(scored), "table": table}
+
+
+def rule_table(cases: list[list[dict[str, Any]]], rules: tuple) -> list[dict[str, Any]]:
+    """One row per rule from per-case ``candidate_scores`` rows (``cases[case][rule]``): mean
+    tumour Dice over cases with reference tumour, lesion counts and F1 summed over all cases,
+    and the objective, their mean. Without reference lesions a rule that leaves no lesion
+    either has detection F1 1 (nothing to find, nothing found), so removing false-positive
+    specks wins over keeping them."""
+    table = []
+    for n, rule in enumerate(rules):
+        dice = [c[n]["dice"] for c in cases if c[n]["dice"] is not None]
+        counts = {k: sum(c[n][k] for c in cases) for k in ("tp", "fp", "fn")}
+        f1 = detection_scores(**counts)["f1"] if any(counts.values()) else 1.0
+        mean_dice = float(np.mean(dice)) if dice else math.nan
+        known = [v for v in (mean_dice, f1) if not math.isnan(v)]
+        objective = sum(known) / len(known)
+        table.append({**asdict(rule), "tumour_dice": mean_dice, "lesion_f1": f1,
+                      "objective": objective, **counts})  # fmt: skip
+    return table
 
 
 def record_lesion_rule(checkpoint: str, choice: dict[str, Any]) -> None:
@@ -78,24 +89,37 @@ def record_lesion_rule(checkpoint: str, choice: dict[str, Any]) -> None:
     update_meta(checkpoint, lesions=choice["rule"], lesions_choice=lesions_choice)
 
 
-def choose_lesion_rules(models: list[tuple[str, str]], data: str, split: str = "val") -> list[str]:
+def choose_lesion_rules(
+    models: list[tuple[str, str]], data: str, split: str = "val", skip: frozenset = frozenset()
+) -> Iterator[str]:
     """Choose and record the lesion rule of each ``(label, checkpoint)`` on ``data``'s
-    ``split``; one printable line per model. 3-D and binary models are skipped (no tumour
-    components to clean). A cascade bundle is one checkpoint: its rule cleans the composed mask."""
+    ``split``, yielding one printable line per model as it is done (iterate to run it).
+    Skipped with a line: checkpoints in ``skip`` (e.g. already registered: a registered
+    version is never changed) and a split that cannot be segmented; silently: 3-D models and
+    models whose tumour comes from no multi-class stage (no tumour components to clean). A
+    cascade bundle is one checkpoint: its rule cleans the composed mask."""
+    from livseg.io import storage
     from livseg.train import is_volumetric, read_meta
 
-    lines = []
     for label, checkpoint in models:
         meta = read_meta(checkpoint)
-        if is_volumetric(meta["arch"]) or len(meta["label_map"]) != 3:
+        cascade = meta.get("cascade")
+        tumour = read_meta(storage.join(checkpoint, cascade["tumour"])) if cascade else meta
+        if is_volumetric(meta["arch"]) or len(tumour["label_map"]) != 3:
             continue
-        choice = choose_lesion_rule(checkpoint, data, split)
+        if checkpoint in skip:
+            yield f"{label}: lesion rule kept ({meta.get('lesions', 'none')}; registered)"
+            continue
+        try:
+            choice = choose_lesion_rule(checkpoint, data, split)
+        except ValueError as exc:
+            yield f"{label}: lesion rule not chosen ({exc})"
+            continue
         record_lesion_rule(checkpoint, choice)
         rule, table = choice["rule"], choice["table"]
         best = next(r for r in table if all(r[k] == v for k, v in rule.items()))
-        lines.append(
+        yield (
             f"{label}: lesion rule {rule} on {choice['cases']} {split} cases (tumour Dice "
             f"{best['tumour_dice']:.3f}, lesion F1 {best['lesion_f1']:.3f}; unchanged "
             f"{table[0]['objective']:.3f} → {best['objective']:.3f})"
         )
-    return lines

@@ -112,8 +112,9 @@ def test_ray_job_submit_runs_preprocess_train_evaluate(cluster, tmp_path):
         runs = str(tmp_path / "runs")
         out = submit("jobs/train.py", "--data", shards, "--arch", "unet-resnet34", "--epochs", "1",
                      "--set", "steps_per_epoch=6", "--workers", "1", "--storage", runs,
-                     "--name", "submitted")  # fmt: skip
+                     "--name", "submitted", "--lesion-rule")  # fmt: skip
         assert (tmp_path / "runs" / "submitted" / "comparison.csv").is_file()
+        assert "\nunet-resnet34: lesion rule {" in out  # chosen on validation, recorded
         checkpoint = out.split("unet-resnet34: best checkpoint ", 1)[1].split()[0]
         out = submit("jobs/evaluate.py", "--model", checkpoint, "--data", shards,
                      "--out", str(tmp_path / "eval"), "--mc", "10")  # fmt: skip

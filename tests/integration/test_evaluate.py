@@ -192,6 +192,11 @@ def test_the_lesion_rule_is_chosen_on_validation_and_applied(trained_unet, shard
     assert Segmenter.from_checkpoint(str(copy)).lesion_rule == LesionRule(65.0, True)
     assert Segmenter.from_checkpoint(trained_unet).lesion_rule == LesionRule()  # untouched
     # jobs/train.py --lesion-rule and the main job: the same choice, recorded in the checkpoint
-    lines = choose_lesion_rules([("unet", str(copy))], shards)
+    lines = list(choose_lesion_rules([("unet", str(copy))], shards))
     assert len(lines) == 1 and lines[0].startswith(f"unet: lesion rule {choice['rule']} on ")
     assert Segmenter.from_checkpoint(str(copy)).lesion_rule == LesionRule(**choice["rule"])
+    # A checkpoint the main job finds registered on a rerun keeps its rule untouched.
+    record_lesion_rule(str(copy), {**choice, "rule": {"min_volume_mm3": 20.0, "fill_holes": False}})
+    kept = list(choose_lesion_rules([("unet", str(copy))], shards, skip=frozenset({str(copy)})))
+    assert len(kept) == 1 and kept[0].startswith("unet: lesion rule kept (")
+    assert Segmenter.from_checkpoint(str(copy)).lesion_rule == LesionRule(20.0, False)

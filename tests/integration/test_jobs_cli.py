@@ -88,11 +88,15 @@ def test_main_job_runs_on_embedded_defaults(tmp_path):
     stage2 = json.loads((version / "tumour" / "meta.json").read_text())["train"]
     assert stage2["tumour_share"] == 0.33
     assert "/runs/pipeline/unet-resnet34/checkpoint_" in stage2["init"], stage2["init"]
-    # Each 2-D model's lesion rule was chosen on validation before the test split was scored.
-    assert "lesions_choice" in json.loads((version / "meta.json").read_text())
+    # Each 2-D model's lesion rule was chosen on validation before the test split was scored,
+    # and registered with it (a 3-D model has none).
     for model in ("unet", "unet-resnet34", "unet-resnet34 (tuned)", "cascade"):
-        assert f"\n{model}: lesion rule " in out, model
+        assert f"\n{model}: lesion rule {{" in out, model
+        assert out.index(f"\n{model}: lesion rule {{") < out.index("\nunet:  case"), model
     assert "\nvnet: lesion rule" not in out
+    for card in cards:
+        meta = json.loads((work / "models" / "livseg" / card["version"] / "meta.json").read_text())
+        assert ("lesions_choice" in meta) == (card["arch"] != "vnet"), card
     current = registry.current(str(work / "models"), "livseg")
     assert current["value"] == max(c["value"] for c in slices)
     # Its review limit was calibrated on the validation cases before registering.

@@ -45,3 +45,25 @@ def test_holes_enclosed_by_tumour_are_filled():
 def test_bad_rules_are_refused():
     with pytest.raises(ValueError, match="min_volume_mm3"):
         LesionRule(min_volume_mm3=-1)
+
+
+def test_rule_table_prefers_removing_specks_when_no_lesion_is_to_be_found():
+    """Validation without reference tumour: a rule that leaves nothing scores detection F1 1
+    (nothing to find, nothing found), so it beats one that keeps false-positive specks."""
+    from livseg.evaluate.lesion_choice import rule_table
+
+    rules = (LesionRule(), LesionRule(min_volume_mm3=65.0))
+    no_tumour = [
+        {"dice": None, "tp": 0, "fp": 2, "fn": 0},
+        {"dice": None, "tp": 0, "fp": 0, "fn": 0},
+    ]
+    table = rule_table([no_tumour], rules)
+    assert [row["lesion_f1"] for row in table] == [0.0, 1.0]
+    assert [row["objective"] for row in table] == [0.0, 1.0]
+    assert np.isnan(table[0]["tumour_dice"])
+    # With a reference lesion, losing it is F1 0 whatever else is dropped; Dice averages only
+    # the cases with reference tumour.
+    tumour = [{"dice": 0.0, "tp": 0, "fp": 0, "fn": 1}, {"dice": 0.0, "tp": 0, "fp": 0, "fn": 1}]
+    table = rule_table([no_tumour, tumour], rules)
+    assert [row["lesion_f1"] for row in table] == [0.0, 0.0]
+    assert [row["fp"] for row in table] == [2, 0] and table[1]["tumour_dice"] == 0.0
