@@ -223,10 +223,9 @@ def _cascade(args: argparse.Namespace, raw: str, cfg, slice_cfg, rows: list) -> 
           "(unet-resnet34, from the liver stage's weights)", flush=True)  # fmt: skip
     print(format_summary(preprocess(raw, roi, replace(cfg, roi=True)), roi))
     # The quality test's recipe: stage 2 starts from stage 1's weights and a third of its
-    # slices hold tumour (nnU-Net's share). From scratch, 2 × 80 steps left it predicting no
-    # tumour on the test split (see README, command 1).
-    # Its own run name: a rerun in a work folder of an earlier version (whose "pipeline-roi"
-    # run trained from scratch) trains this recipe rather than resume that run.
+    # slices hold tumour (nnU-Net's share); from scratch, 2 × 80 steps left it predicting no
+    # tumour on the test split (README, command 1). Its own run name, so a rerun in an older
+    # work folder (whose "pipeline-roi" run trained from scratch) does not resume that run.
     tumour = fit(replace(slice_cfg, data=roi, arch="unet-resnet34", name="pipeline-tumour",
                          init=liver["checkpoint"], tumour_share=0.33))  # fmt: skip
     bundle = storage.join(args.work, "runs", "cascade")

@@ -59,7 +59,8 @@ def choose_lesion_rule(
         raise ValueError(f"{data}: no {split} case could be segmented to choose a lesion rule")
     table = rule_table([c["rules"] for c in scored], rules)
     best = max(range(len(rules)), key=lambda n: (table[n]["objective"], -n))
-    return {"rule": asdict(rules[best]), "split": split, "cases": len(scored), "table": table}
+    return {"rule": asdict(rules[best]), "split": split, "cases": len(scored), "table": table,
+            "best": best}  # fmt: skip
 
 
 def rule_table(cases: list[list[dict[str, Any]]], rules: tuple) -> list[dict[str, Any]]:
@@ -108,7 +109,7 @@ def choose_lesion_rules(
         if is_volumetric(meta["arch"]) or len(tumour["label_map"]) != 3:
             continue
         if checkpoint in skip:
-            yield f"{label}: lesion rule kept ({meta.get('lesions', 'none')}; registered)"
+            yield f"{label}: lesion rule kept ({meta.get('lesions', 'none')})"
             continue
         try:
             choice = choose_lesion_rule(checkpoint, data, split)
@@ -117,7 +118,7 @@ def choose_lesion_rules(
             continue
         record_lesion_rule(checkpoint, choice)
         rule, table = choice["rule"], choice["table"]
-        best = next(r for r in table if all(r[k] == v for k, v in rule.items()))
+        best = table[choice["best"]]
         yield (
             f"{label}: lesion rule {rule} on {choice['cases']} {split} cases (tumour Dice "
             f"{best['tumour_dice']:.3f}, lesion F1 {best['lesion_f1']:.3f}; unchanged "
