@@ -99,7 +99,16 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        # A free port even without a dashboard: Ray records 127.0.0.1:8265 for an instance that
+        # has none, and Ray Train's placement-group cleaner asks that address whether the
+        # run's controller is alive. It reached a job subprocess's dashboard of the other test
+        # process there, did not find the controller and removed a running training's workers
+        # ("placement group was removed", 2026-12-04). Nothing listens on this port: the
+        # cleaner's question fails and it waits (job_helpers.node_cluster does the same).
+        ray.init(
+            address="local", num_cpus=2, include_dashboard=False, dashboard_port=_free_port(),
+            log_to_driver=False,
+        )  # fmt: skip
     yield ray
     ray.shutdown()
 

@@ -133,8 +133,9 @@ def node_cluster(workers: int = 2) -> Iterator[Any]:
 
     had_session = ray.is_initialized()
     ray.shutdown()
-    nodes = Cluster(
-        initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False}
+    nodes = Cluster(  # a dashboard port nothing listens on: see tests/conftest.py ray_session
+        initialize_head=True,
+        head_node_args={"num_cpus": 0, "include_dashboard": False, "dashboard_port": free_port()},
     )
     try:
         for _ in range(workers):
@@ -145,7 +146,10 @@ def node_cluster(workers: int = 2) -> Iterator[Any]:
         ray.shutdown()
         nodes.shutdown()
         if had_session:
-            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+            ray.init(
+                address="local", num_cpus=2, include_dashboard=False, dashboard_port=free_port(),
+                log_to_driver=False,
+            )  # fmt: skip
 
 
 def node_pids(node: Any, title: bytes) -> list[int]:

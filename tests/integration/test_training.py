@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -40,7 +41,8 @@ def comparison(shards, tmp_path_factory):
         storage=str(storage), name="cmp", keep=1,
     )  # fmt: skip
     rows = fit_all(cfg, ["unet-resnet34", "vnet"])
-    return cfg, rows
+    yield cfg, rows
+    shutil.rmtree(storage, ignore_errors=True)  # 1.6 GB of checkpoints: the CI disk is finite
 
 
 def test_two_worker_runs_report_every_epoch_and_write_outputs(comparison):
@@ -186,11 +188,13 @@ def share_run(shards, tmp_path_factory):
     """One epoch of ``unet`` with tumour oversampling, the one worker holding both CPUs of the
     test cluster (as the quality test and a 2-core pipeline run it; one torch thread under the
     suite's LIVSEG_TORCH_THREADS): its config and result."""
+    storage = tmp_path_factory.mktemp("share")
     cfg = TrainConfig(
         data=shards, arch="unet", epochs=1, workers=1, cpus_per_worker=2, tumour_share=0.33,
-        lr=2e-3, storage=str(tmp_path_factory.mktemp("share")), name="share",
+        lr=2e-3, storage=str(storage), name="share",
     )  # fmt: skip
-    return cfg, fit(cfg)
+    yield cfg, fit(cfg)
+    shutil.rmtree(storage, ignore_errors=True)
 
 
 @pytest.mark.timeout(400)  # the hang it guards against fails fast, not at the suite's 900 s

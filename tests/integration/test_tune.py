@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,7 +35,8 @@ def swept(shards, tmp_path_factory):
         name="asha", storage=str(work), samples=3, max_concurrent=1, grace_period=1,
         reduction_factor=2, seed=0, space=parse_space(SPACE),
     )  # fmt: skip
-    return sweep(TrainConfig(data=shards, **TRAIN), cfg), work
+    yield sweep(TrainConfig(data=shards, **TRAIN), cfg), work
+    shutil.rmtree(work, ignore_errors=True)  # checkpoints of 3 trials: the CI disk is finite
 
 
 def test_sweep_stops_weak_trials_and_writes_table_and_plot(swept):
