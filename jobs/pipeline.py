@@ -206,7 +206,7 @@ class _StageClock:
 def _cascade(args: argparse.Namespace, raw: str, cfg, slice_cfg, rows: list) -> tuple | None:
     """The two-stage model: the trained unet-resnet34 finds the liver, a second unet-resnet34
     started from its weights and trained on liver-ROI shards (a third of each epoch's slices
-    with tumour) the tumour inside its box; bundled, with validation metrics
+    with tumour, half mirrored) the tumour inside its box; bundled, with validation metrics
     measured through the cascade on the original grids (so the registry never compares them
     with the single-stage models' shard-grid numbers)."""
     from livseg.data import format_summary, preprocess
@@ -222,12 +222,13 @@ def _cascade(args: argparse.Namespace, raw: str, cfg, slice_cfg, rows: list) -> 
     print(f"[4/8] cascade: preprocessing liver-ROI shards → {roi}, training its tumour stage "
           "(unet-resnet34, from the liver stage's weights)", flush=True)  # fmt: skip
     print(format_summary(preprocess(raw, roi, replace(cfg, roi=True)), roi))
-    # The quality test's recipe: stage 2 starts from stage 1's weights and a third of its
-    # slices hold tumour (nnU-Net's share); from scratch, 2 × 80 steps left it predicting no
+    # The quality test's recipe: stage 2 starts from stage 1's weights, a third of its
+    # slices hold tumour (nnU-Net's share) and half are mirrored left/right (inside the liver
+    # box no spleen can be mistaken for it); from scratch, 2 × 80 steps left it predicting no
     # tumour on the test split (README, command 1). Its own run name, so a rerun in an older
     # work folder (whose "pipeline-roi" run trained from scratch) does not resume that run.
     tumour = fit(replace(slice_cfg, data=roi, arch="unet-resnet34", name="pipeline-tumour",
-                         init=liver["checkpoint"], tumour_share=0.33))  # fmt: skip
+                         init=liver["checkpoint"], tumour_share=0.33, flip=0.5))  # fmt: skip
     bundle = storage.join(args.work, "runs", "cascade")
     shards = storage.join(args.work, "shards")
     metrics = bundle_cascade(liver["checkpoint"], tumour["checkpoint"], shards, bundle)

@@ -84,9 +84,10 @@ def test_main_job_runs_on_embedded_defaults(tmp_path):
     assert len(bundle) == 1 and bundle[0]["parent"] == {"pipeline": "cascade"}
     version = work / "models" / "livseg" / bundle[0]["version"]
     assert (version / "tumour" / "model.pt").is_file()
-    # Its tumour stage started from the liver stage's weights, a third of its slices tumour.
+    # Its tumour stage started from the liver stage's weights, a third of its slices tumour,
+    # half of them mirrored.
     stage2 = json.loads((version / "tumour" / "meta.json").read_text())["train"]
-    assert stage2["tumour_share"] == 0.33
+    assert stage2["tumour_share"] == 0.33 and stage2["flip"] == 0.5
     assert "/runs/pipeline/unet-resnet34/checkpoint_" in stage2["init"], stage2["init"]
     # Each 2-D model's lesion rule was chosen on validation before the test split was scored,
     # and registered with it (a 3-D model has none).
