@@ -226,8 +226,9 @@ def _cascade(args: argparse.Namespace, raw: str, cfg, slice_cfg, rows: list) -> 
     # slices hold tumour (nnU-Net's share) and half are mirrored left/right (inside the liver
     # box no spleen can be mistaken for it); from scratch, 2 × 80 steps left it predicting no
     # tumour on the test split (README, command 1). Its own run name, so a rerun in an older
-    # work folder (whose "pipeline-roi" run trained from scratch) does not resume that run.
-    tumour = fit(replace(slice_cfg, data=roi, arch="unet-resnet34", name="pipeline-tumour",
+    # work folder (whose "pipeline-roi" and "pipeline-tumour" runs trained from scratch or
+    # without mirroring) does not resume those runs.
+    tumour = fit(replace(slice_cfg, data=roi, arch="unet-resnet34", name="pipeline-mirrored",
                          init=liver["checkpoint"], tumour_share=0.33, flip=0.5))  # fmt: skip
     bundle = storage.join(args.work, "runs", "cascade")
     shards = storage.join(args.work, "shards")

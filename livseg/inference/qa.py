@@ -6,9 +6,9 @@ A study is flagged for review, with every reason, when:
   tumour (``certainty``) is below ``min_certainty``;
 - the model disagrees with itself: a second pass on the volume shifted by a few voxels in-plane
   (an augmentation the model was trained with), shifted back, labels the liver region
-  differently (``agreement`` below ``min_agreement``). Not a left/right flip: training leaves
-  flips off because the mirrored spleen looks like a liver, so a flipped pass would disagree
-  on every study;
+  differently (``agreement`` below ``min_agreement``). Not a left/right flip: whole-slice
+  training leaves flips off because the mirrored spleen looks like a liver (only a cascade's
+  tumour stage, inside the liver box, mirrors), so a flipped pass would disagree on every study;
 - the liver volume is outside a plausible adult range (``liver_ml``);
 - the liver is cut off: a large part of its cross-section lies on a face of the volume.
 """

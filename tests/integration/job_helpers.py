@@ -57,6 +57,17 @@ def shared_once(factory: Any, name: str, build: Callable[[Path], str]) -> str:
         return json.loads(result.read_text())
 
 
+@contextmanager
+def removed_unless_failed(request: Any, folder: Path) -> Iterator[Path]:
+    """A module fixture's ``folder``, removed at the fixture's teardown unless a test failed
+    meanwhile: what ``tmp_path_retention_policy = "failed"`` does for ``tmp_path`` (the
+    suite's checkpoints do not fit every CI disk)."""
+    failed = request.session.testsfailed
+    yield folder
+    if request.session.testsfailed == failed:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def check_report(out: Path) -> list[str]:
     """Every image the HTML names exists, is a valid PNG of non-trivial size; returns names."""
     html = (out / "report.html").read_text()

@@ -5,14 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
-from job_helpers import check_report, run_job
+from job_helpers import check_report, removed_unless_failed, run_job
 
 from livseg.data import read_record
 from livseg.registry import register
@@ -32,7 +31,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def comparison(shards, tmp_path_factory):
+def comparison(shards, tmp_path_factory, request):
     storage = tmp_path_factory.mktemp("runs")
     # Full epochs: with 4 steps an epoch (liver Dice 0.33) the two DDP workers' validation and a
     # one-CPU reload differed by 7e-6 (a clean-clone run, 2026-12-02; the cause not traced).
@@ -40,9 +39,8 @@ def comparison(shards, tmp_path_factory):
         data=shards, arch="unet-resnet34", epochs=2, batch_size=8, lr=1e-3, workers=2,
         storage=str(storage), name="cmp", keep=1,
     )  # fmt: skip
-    rows = fit_all(cfg, ["unet-resnet34", "vnet"])
-    yield cfg, rows
-    shutil.rmtree(storage, ignore_errors=True)  # 1.6 GB of checkpoints: the CI disk is finite
+    with removed_unless_failed(request, storage):  # 1.6 GB of checkpoints
+        yield cfg, fit_all(cfg, ["unet-resnet34", "vnet"])
 
 
 def test_two_worker_runs_report_every_epoch_and_write_outputs(comparison):
@@ -184,7 +182,7 @@ def test_tumour_slices_are_repeated_to_the_share(ray_session, shards):
 
 
 @pytest.fixture(scope="module")
-def share_run(shards, tmp_path_factory):
+def share_run(shards, tmp_path_factory, request):
     """One epoch of ``unet`` with tumour oversampling, the one worker holding both CPUs of the
     test cluster (as the quality test and a 2-core pipeline run it; one torch thread under the
     suite's LIVSEG_TORCH_THREADS): its config and result."""
@@ -193,8 +191,8 @@ def share_run(shards, tmp_path_factory):
         data=shards, arch="unet", epochs=1, workers=1, cpus_per_worker=2, tumour_share=0.33,
         lr=2e-3, storage=str(storage), name="share",
     )  # fmt: skip
-    yield cfg, fit(cfg)
-    shutil.rmtree(storage, ignore_errors=True)
+    with removed_unless_failed(request, storage):
+        yield cfg, fit(cfg)
 
 
 @pytest.mark.timeout(400)  # the hang it guards against fails fast, not at the suite's 900 s

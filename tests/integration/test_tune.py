@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from job_helpers import private_ray, wait_gone
+from job_helpers import private_ray, removed_unless_failed, wait_gone
 
 from livseg.train import TrainConfig
 from livseg.tune import SweepConfig, parse_dimension, parse_space, register_best, sweep
@@ -29,14 +28,14 @@ SPACE = "lr=1e-9|1e-3,gamma=2"
 
 
 @pytest.fixture(scope="module")
-def swept(shards, tmp_path_factory):
+def swept(shards, tmp_path_factory, request):
     work = tmp_path_factory.mktemp("sweeps")
     cfg = SweepConfig(
         name="asha", storage=str(work), samples=3, max_concurrent=1, grace_period=1,
         reduction_factor=2, seed=0, space=parse_space(SPACE),
     )  # fmt: skip
-    yield sweep(TrainConfig(data=shards, **TRAIN), cfg), work
-    shutil.rmtree(work, ignore_errors=True)  # checkpoints of 3 trials: the CI disk is finite
+    with removed_unless_failed(request, work):  # checkpoints of 3 trials
+        yield sweep(TrainConfig(data=shards, **TRAIN), cfg), work
 
 
 def test_sweep_stops_weak_trials_and_writes_table_and_plot(swept):
