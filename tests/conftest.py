@@ -97,18 +97,10 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
 def ray_session():
     """One local Ray instance (2 CPUs) shared by every integration test."""
     import ray
+    from job_helpers import init_local_ray  # tests/integration, the only users
 
     if not ray.is_initialized():
-        # A free port even without a dashboard: Ray records 127.0.0.1:8265 for an instance that
-        # has none, and Ray Train's placement-group cleaner asks that address whether the
-        # run's controller is alive. It reached a job subprocess's dashboard of the other test
-        # process there, did not find the controller and removed a running training's workers
-        # ("placement group was removed", 2026-12-04). Nothing listens on this port: the
-        # cleaner's question fails and it waits (job_helpers.node_cluster does the same).
-        ray.init(
-            address="local", num_cpus=2, include_dashboard=False, dashboard_port=_free_port(),
-            log_to_driver=False,
-        )  # fmt: skip
+        init_local_ray()
     yield ray
     ray.shutdown()
 

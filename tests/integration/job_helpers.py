@@ -134,6 +134,21 @@ def private_ray():
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
+def init_local_ray() -> None:
+    """The session's local Ray instance: 2 CPUs, no dashboard, and a dashboard port nothing
+    listens on all the same. Ray records 127.0.0.1:8265 for an instance without a dashboard,
+    and Ray Train's placement-group cleaner asks that address whether the run's controller is
+    alive: it reached a job subprocess's dashboard of the other test process there, did not
+    find the controller and removed a running training's workers ("placement group was
+    removed", 2026-12-04). On a port nothing listens on the question fails and it waits."""
+    import ray
+
+    ray.init(
+        address="local", num_cpus=2, include_dashboard=False, dashboard_port=free_port(),
+        log_to_driver=False,
+    )  # fmt: skip
+
+
 @contextmanager
 def node_cluster(workers: int = 2) -> Iterator[Any]:
     """A ``ray.cluster_utils.Cluster``: a head without CPUs (so every task and replica runs on
@@ -144,7 +159,7 @@ def node_cluster(workers: int = 2) -> Iterator[Any]:
 
     had_session = ray.is_initialized()
     ray.shutdown()
-    nodes = Cluster(  # a dashboard port nothing listens on: see tests/conftest.py ray_session
+    nodes = Cluster(  # a dashboard port nothing listens on: see init_local_ray
         initialize_head=True,
         head_node_args={"num_cpus": 0, "include_dashboard": False, "dashboard_port": free_port()},
     )
@@ -157,10 +172,7 @@ def node_cluster(workers: int = 2) -> Iterator[Any]:
         ray.shutdown()
         nodes.shutdown()
         if had_session:
-            ray.init(
-                address="local", num_cpus=2, include_dashboard=False, dashboard_port=free_port(),
-                log_to_driver=False,
-            )  # fmt: skip
+            init_local_ray()
 
 
 def node_pids(node: Any, title: bytes) -> list[int]:
