@@ -4,6 +4,13 @@ The study names flipping, rotation and intensity scaling. Geometry: rotation, sc
 in one affine warp (images bilinear, masks nearest). Intensity: scale, offset and added noise in
 z-score units. Left/right flips are off by default: the spleen sits mirrored at liver-like HU,
 so a flipped abdomen teaches the wrong side (turn on with ``flip``).
+
+Crops (``crop``): the same warp can sample a ``crop`` × ``crop`` window at the slice's own
+resolution instead of the whole slice, nnU-Net's patch training: a tumour stage trains on its
+liver box at full resolution for the cost of a smaller image, and infers on the whole box (the
+networks are fully convolutional). A slice that holds tumour is cropped around one of its
+tumour pixels, so the tumour share of the sampler (``livseg.train.sampling``) carries over to
+the crops; other slices anywhere inside the slice.
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from livseg.data import TUMOUR
 
 
 @dataclass(frozen=True)
@@ -24,6 +33,7 @@ class AugmentConfig:
     intensity_shift: float = 0.1  # ± z units
     noise: float = 0.1  # max σ of added Gaussian noise, z units
     flip: float = 0.0  # probability of a left/right flip
+    crop: int = 0  # side of the square window sampled from each slice (0: the whole slice)
 
 
 def _uniform(n: int, low: float, high: float, gen: torch.Generator, device) -> torch.Tensor:
@@ -31,11 +41,37 @@ def _uniform(n: int, low: float, high: float, gen: torch.Generator, device) -> t
     return torch.rand(n, generator=gen, device=gen.device).to(device) * (high - low) + low
 
 
+def crop_centres(masks: torch.Tensor, crop: int, gen: torch.Generator) -> torch.Tensor:
+    """Window centres in grid_sample's coordinates, shape (B, 2) as (w, h) in [-1, 1], for
+    masks (B, H, W): around a random tumour pixel (± a quarter of the window) where the slice
+    holds tumour, else uniform; the window inside the slice, its centre on a pixel edge."""
+    b, h, w = masks.shape
+    device = masks.device
+    reach = masks.new_tensor([1 - min(crop / w, 1.0), 1 - min(crop / h, 1.0)], dtype=torch.float)
+    centres = (_uniform(2 * b, -1, 1, gen, device).view(b, 2)) * reach
+    jitter = _uniform(2 * b, -0.5, 0.5, gen, device).view(b, 2)
+    pick = _uniform(b, 0, 1, gen, device)
+    for i in range(b):
+        rows, cols = torch.nonzero(masks[i] == TUMOUR, as_tuple=True)
+        if rows.numel():
+            j = min(int(pick[i] * rows.numel()), rows.numel() - 1)
+            pixel = torch.stack([(2 * cols[j] + 1) / w - 1, (2 * rows[j] + 1) / h - 1]).float()
+            centres[i] = pixel + jitter[i] * masks.new_tensor([crop / w, crop / h]).float()
+    # Inside the slice (a lesion at its edge stays in the window), on a pixel edge: an even
+    # window's pixels then fall on the slice's (no interpolation unless the warp rotates,
+    # scales or shifts).
+    centres = torch.maximum(torch.minimum(centres, reach), -reach)
+    size = masks.new_tensor([w, h]).float()
+    return torch.round((centres + 1) * size / 2) * 2 / size - 1
+
+
 def augment_slices(
     images: torch.Tensor, masks: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Shape: images (B, C, H, W) float, masks (B, H, W) int64 → same shapes, augmented."""
+    """Shape: images (B, C, H, W) float, masks (B, H, W) int64 → augmented, same shapes, or
+    (B, C, crop, crop) and (B, crop, crop) with ``cfg.crop``."""
     b, device = images.shape[0], images.device
+    out = list(images.shape)
     angle = _uniform(b, -cfg.rotate_deg, cfg.rotate_deg, gen, device) * math.pi / 180
     scale = _uniform(b, *cfg.scale, gen, device)
     flip = torch.where(_uniform(b, 0, 1, gen, device) < cfg.flip, -1.0, 1.0)
@@ -47,7 +83,14 @@ def augment_slices(
     theta[:, 0, 0], theta[:, 0, 1] = cos, -sin * flip
     theta[:, 1, 0], theta[:, 1, 1] = sin, cos * flip
     theta[:, :, 2] = _uniform(2 * b, -2 * cfg.shift, 2 * cfg.shift, gen, device).view(b, 2)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    if cfg.crop:
+        # The window's side as a share of the slice's (columns, rows); rotation and scale
+        # about the window's centre.
+        share = theta.new_tensor([cfg.crop / images.shape[3], cfg.crop / images.shape[2]])
+        theta[:, :, :2] = theta[:, :, :2] * share
+        theta[:, :, 2] += crop_centres(masks, cfg.crop, gen).to(device)
+        out[2:] = [cfg.crop, cfg.crop]
+    grid = F.affine_grid(theta, out, align_corners=False)
     # Pad with each image's own minimum (air after windowing), not with zero (= liver mean).
     fill = images.amin(dim=(2, 3), keepdim=True)
     warped = F.grid_sample(images - fill, grid, mode="bilinear", align_corners=False) + fill

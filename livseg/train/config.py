@@ -35,6 +35,10 @@ class TrainConfig:
     cpus_per_worker: float = 0.5  # fractional on CPU: Ray Data's read tasks need CPUs too
     augment: bool = True
     flip: float = 0.0
+    # Train on square windows of this side sampled from each slice at its own resolution (tumour
+    # slices around their tumour; livseg.train.augment); 0: whole slices. Validation and
+    # inference see whole slices.
+    crop: int = 0
     patience: int = 5  # epochs without a better validation score before stopping
     seed: int = 0
     storage: str = "livseg-work/runs"
@@ -61,6 +65,10 @@ class TrainConfig:
             raise UsageError(f"precision={self.precision!r}: use auto, bf16 or fp32")
         if not 0.0 <= self.tumour_share < 1.0:
             raise UsageError(f"tumour_share={self.tumour_share}: must be within [0, 1)")
+        if self.crop < 0 or self.crop % 32:
+            raise UsageError(f"crop={self.crop}: 0 (whole slices) or a multiple of 32 pixels")
+        if self.crop and not self.augment:
+            raise UsageError(f"crop={self.crop} needs augment (windows are cut by the warp)")
         if self.seed < 0:  # Ray Data's shuffle buffer seeds numpy, which refuses negative seeds
             raise UsageError(f"seed={self.seed}: must be 0 or more")
         if self.cpus_per_worker <= 0:

@@ -63,7 +63,7 @@ def train_epoch(model, loader, loss_fn, opt, cfg: TrainConfig, gen, classes: int
     bf16 = use_bf16(cfg, device)
     volumetric = is_volumetric(cfg.arch)
     augment = augment_volumes if volumetric else augment_slices
-    aug_cfg = AugmentConfig(flip=cfg.flip)
+    aug_cfg = AugmentConfig(flip=cfg.flip, crop=cfg.crop)
     loss_sum = torch.zeros(2, dtype=torch.float64, device=device)
     conf = torch.zeros(classes, classes, dtype=torch.float64, device=device)
     # First step whose loss was NaN/inf (-1: none), kept on the device: checking it every step

@@ -174,6 +174,11 @@ def fit(cfg: TrainConfig, shared: dict | None = None) -> dict[str, Any]:
     weights = "none" if cfg.encoder_weights == "imagenet" else cfg.encoder_weights
     model = build_model(cfg.arch, in_channels, len(record["label_map"]), weights)
     check_init(cfg.init, cfg.arch, record)
+    if cfg.crop and (is_volumetric(cfg.arch) or cfg.crop >= record["config"]["size"]):
+        raise UsageError(
+            f"crop={cfg.crop}: windows are for 2-D models, smaller than the shards' "
+            f"{record['config']['size']}² slices; use 0 (whole slices) or less"
+        )
     params = count_parameters(model)
     run_root = storage.join(cfg.storage, cfg.name)
     storage.prepare_output(run_root, f"--storage {cfg.storage}")

@@ -5,22 +5,29 @@ Segmenter on the original voxel grids, post-processing included) — cases that 
 Stage 1 alone is not scored: it is the coarse box placer, not a fair single-stage baseline
 (README command 1 prints the single-stage models beside the cascade).
 
-Budget: 299 s alone on a 2-core AVX-512 machine with one torch thread (the earlier budget: 282 s
-there, 11-13 minutes on a 2-core AVX2 CPU without bf16; this one is unmeasured there). Both
-stages are unet-resnet18 (1.7× the steps of a unet-resnet34 in the same time: 161 against 272 ms
-for 8 × 64², five channels, one thread), and stage 2 starts from stage 1's weights
-(``TrainConfig.init``, ``jobs/train.py --set init=…``). Stage 1 only places the liver box, so it
-is coarse (64², two epochs of 90 steps; the box of the earlier unet-resnet34 stage 1 held every
-test case's whole liver and tumours); stage 2 gets the time (five epochs of 130 steps at 64²
-over the liver box: in these 128-px cases the liver spans 45-82 × 26-56 px, median 66 × 40
-before the margin, so 64² keeps most of their resolution). The ROI shards shift each case's HU
-to its own liver (``livseg.data.roi``)."""
+The cases are generated at 256² (1.2-2 mm pixels), as a cascade is meant for: stage 1 sees
+whole slices at 64² (4× coarser: it only places the liver box), stage 2 the liver box at
+128², about the cases' own resolution (the box spans ~130-180 px). Stage 2 trains on 64²
+windows of its 128² slices (``TrainConfig.crop``; a tumour slice's window around its tumour),
+so a step costs what a 64² slice costs, and segments the whole box. Both stages are
+unet-resnet18 (1.7× the steps of a unet-resnet34 in the same time: 161 against 272 ms for
+8 × 64², five channels, one thread); stage 2 starts from stage 1's weights
+(``TrainConfig.init``, ``jobs/train.py --set init=…``), a third of its slices hold tumour and
+half are mirrored left/right. The ROI shards shift each case's HU to its own liver
+(``livseg.data.roi``). The lesion rule chosen on validation can drop tumour components lying
+mostly outside the liver (``LesionRule.max_outside``): stage 2 sees the liver box, and dark
+neighbours of the liver were its false positives.
+
+Budget: measured alone on a 2-core AVX-512 machine with one torch thread (see the bars below);
+unmeasured on AVX2 CPUs without bf16 (the earlier, smaller budget took 11-13 minutes there).
+"""
 
 from __future__ import annotations
 
 import time
 
 import pytest
+import ray
 
 from livseg.data import PreprocessConfig, preprocess
 from livseg.evaluate import bundle_cascade, choose_lesion_rule, record_lesion_rule, score_models
@@ -29,19 +36,17 @@ from livseg.registry import register, resolve_model
 from livseg.synthetic import write_dataset
 from livseg.train import TrainConfig, fit, read_meta
 
-# LOWERED BAR (issue 12's targets, liver ≥ 0.95, tumour ≥ 0.65, lesion F1 ≥ 0.5, are not
-# reached at this budget). This test alone, 2026-12-04, AVX-512, one torch thread (the data
-# order is seeded: a run repeats on one machine, not across CPUs or thread counts): liver
-# 0.934, tumour 0.437, lesion F1 ≥ 10 mm 0.261 (266 s); before stage 2's mirrored slices
-# 0.933, 0.411, 0.273 (six stage-2 epochs: 0.936, 0.474, 0.261, 330 s). Mirroring, two seeds
-# with two torch threads: tumour 0.381 → 0.447 and 0.420 → 0.475.
-# Prototype runs of the liver shift (six epochs): seed 0 tumour 0.466, seed 1 0.504; without
-# the shift 0.403 and 0.288; the earlier test (unet-resnet34 stages, three epochs, no shift)
-# 0.277 (0.322-0.329 on a 2-core AVX2 machine). 0.25 leaves 0.19 below this run, about the
-# spread seen between seeds; 0.90 for the liver leaves 0.03. Re-measure before raising them,
-# or if CI fails near them.
-LIVER_MIN, TUMOUR_MIN = 0.90, 0.25
-CASES, RAW_SIZE, SIZE, ROI_SIZE = 40, 128, 64, 64
+# Issue 12's targets are liver ≥ 0.95, tumour ≥ 0.65 and lesion F1 ≥ 10 mm ≥ 0.5. Prototype
+# runs of this recipe (the library's code, 2026-12-04/05, AVX-512, one torch thread, three
+# training seeds; the generated cases are the same): liver 0.963 / 0.965 / 0.952, tumour
+# 0.732 / 0.705 / 0.653, lesion F1 ≥ 10 mm 0.529 / 0.571 / 0.467 (seed 0 is this test's); ten
+# stage-2 epochs instead of eight, seeds 0 and 2: 0.968 / 0.957, 0.764 / 0.643, 0.516 / 0.552.
+# Runs are not bit-identical across machines, and one lesion moves the F1 by ~0.04 on these 7
+# test cases, so the bars sit below the worst seed by about the spread between seeds (LOWERED
+# below the targets: a run on another machine must not fail by one lesion). Before this recipe
+# (128² cases, stage 2 on whole 64² boxes, no border rule): 0.934, 0.437, 0.261.
+LIVER_MIN, TUMOUR_MIN, LESION_F1_MIN = 0.94, 0.55, 0.35
+CASES, RAW_SIZE, SIZE, ROI_SIZE, CROP = 40, 256, 64, 128, 64
 
 
 def train(data: str, storage: str, name: str, epochs: int, steps: int, **kw) -> str:
@@ -60,7 +65,8 @@ def train(data: str, storage: str, name: str, epochs: int, steps: int, **kw) -> 
 def test_cascade_segments_unseen_test_cases(ray_session, tmp_path):
     started = time.time()
     raw, full, roi = (str(tmp_path / p) for p in ("raw", "full", "roi"))
-    write_dataset(raw, CASES, seed=5, size=RAW_SIZE)
+    generate = ray.remote(num_cpus=1)(write_dataset)  # a case per task: 2× on two cores
+    ray.get([generate.remote(raw, 1, seed=5, size=RAW_SIZE, start=n) for n in range(CASES)])
     record = preprocess(raw, full, PreprocessConfig(size=SIZE))
     roi_record = preprocess(raw, roi, PreprocessConfig(size=ROI_SIZE, roi=True))
     for split in ("train", "val", "test"):  # stage 2 must not have seen the test cases either
@@ -74,10 +80,11 @@ def test_cascade_segments_unseen_test_cases(ray_session, tmp_path):
     timings["stage 1"] = time.time() - started - sum(timings.values())
     # A third of stage 2's slices hold tumour (nnU-Net's share), half are mirrored left/right
     # (whole slices are not: the spleen sits mirrored at liver-like HU, outside the liver box);
-    # it starts from stage 1.
+    # it starts from stage 1 and trains on windows of its slices.
     tumour = train(
-        roi, str(tmp_path / "runs"), "stage2", 5, 130, tumour_share=0.33, init=liver, flip=0.5
-    )
+        roi, str(tmp_path / "runs"), "stage2", 8, 130, tumour_share=0.33, init=liver, flip=0.5,
+        crop=CROP,
+    )  # fmt: skip
     timings["stage 2"] = time.time() - started - sum(timings.values())
 
     bundle = str(tmp_path / "bundle")  # as `jobs/registry.py bundle` makes it
@@ -112,3 +119,4 @@ def test_cascade_segments_unseen_test_cases(ray_session, tmp_path):
     assert cascade["tumour10_tp"] + cascade["tumour10_fn"] >= 3, "too few lesions ≥ 10 mm"
     assert cascade["liver_dice_mean"] >= LIVER_MIN, cascade
     assert cascade["tumour_dice_mean"] >= TUMOUR_MIN, cascade
+    assert cascade["tumour10_f1"] >= LESION_F1_MIN, cascade

@@ -1,9 +1,11 @@
-"""Lesion post-processing: small tumour specks become liver, enclosed cavities become tumour."""
+"""Lesion post-processing: small tumour specks become liver, enclosed cavities become tumour,
+components mostly outside the liver become background."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from livseg.inference import LesionRule, clean_lesions
 
@@ -42,9 +44,47 @@ def test_holes_enclosed_by_tumour_are_filled():
     assert out[30, 30, 10] == 2 and out[20, 20, 3] == 1
 
 
+def test_components_mostly_outside_the_liver_become_background():
+    """A lesion inside the liver (border all liver), one at its surface (a fifth of its border
+    outside) and a blob on the liver's outside (most of its border outside): only the blob goes,
+    to background, and its border share is what the rule compares."""
+    from livseg.inference.lesions import FACES, outside_shares
+
+    labels = np.zeros((40, 40, 20), np.uint8)
+    labels[2:30, 2:38, 2:18] = 1
+    labels[5:15, 5:15, 5:15] = 2  # inside
+    labels[24:30, 20:26, 6:12] = 2  # at the surface: one face of six on background
+    labels[30:36, 5:11, 6:12] = 2  # outside, touching the liver with one face
+    ids, n = ndimage.label(labels == 2, FACES)
+    shares = outside_shares(ids, n, labels)
+    by_place = {
+        place: shares[ids[at]]
+        for place, at in (
+            ("inside", (10, 10, 10)),
+            ("surface", (27, 22, 8)),
+            ("outside", (33, 8, 8)),
+        )
+    }
+    assert by_place["inside"] == 0.0
+    assert by_place["surface"] == pytest.approx(1 / 6)  # 36 of 216 border voxels (6 faces of 6²)
+    assert by_place["outside"] == pytest.approx(5 / 6)
+    out = clean_lesions(labels, (1.0, 1.0, 1.0), LesionRule(max_outside=0.5))
+    assert (out[30:36, 5:11, 6:12] == 0).all()
+    assert (out[5:15, 5:15, 5:15] == 2).all() and (out[24:30, 20:26, 6:12] == 2).all()
+    assert np.array_equal(out[labels != 2], labels[labels != 2])
+    assert clean_lesions(labels, (1.0, 1.0, 1.0), LesionRule(max_outside=0.9)).max() == 2
+    assert (clean_lesions(labels, (1.0, 1.0, 1.0), LesionRule(max_outside=0.9)) == labels).all()
+    # With a minimum volume both 216-voxel components are small: the surface one becomes
+    # liver, the outside one still background (never liver).
+    both = clean_lesions(labels, (1.0, 1.0, 1.0), LesionRule(250.0, max_outside=0.5))
+    assert (both[24:30, 20:26, 6:12] == 1).all() and (both[30:36, 5:11, 6:12] == 0).all()
+
+
 def test_bad_rules_are_refused():
     with pytest.raises(ValueError, match="min_volume_mm3"):
         LesionRule(min_volume_mm3=-1)
+    with pytest.raises(ValueError, match="max_outside"):
+        LesionRule(max_outside=1.5)
 
 
 def test_rule_table_prefers_removing_specks_when_no_lesion_is_to_be_found():

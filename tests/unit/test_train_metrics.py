@@ -3,8 +3,10 @@ import math
 import pytest
 import torch
 
+from livseg.errors import UsageError
 from livseg.train import (
     AugmentConfig,
+    TrainConfig,
     augment_slices,
     case_counts,
     confusion,
@@ -92,3 +94,29 @@ def test_tumour_repeats_reach_the_share():
     assert tumour_repeats(100, 0, 0.33) == 1 and tumour_repeats(100, 10, 0.0) == 1
     with pytest.raises(ValueError, match="tumour_share"):
         tumour_repeats(100, 10, 1.0)
+
+
+def test_crops_are_windows_at_the_slices_own_resolution():
+    """Without rotation or scaling a crop is an exact window of the slice; a slice holding
+    tumour is cut around it, one without anywhere inside the slice."""
+    gen = torch.Generator().manual_seed(0)
+    images = torch.arange(2 * 96 * 128, dtype=torch.float32).view(2, 1, 96, 128)
+    masks = torch.zeros(2, 96, 128, dtype=torch.long)
+    masks[0, 80:84, 4:8] = 2  # a lesion in a corner of slice 0
+    masks[1, 10:90, 10:120] = 1  # liver only
+    plain = AugmentConfig(0.0, (1.0, 1.0), 0.0, 0.0, 0.0, 0.0, crop=32)
+    for _ in range(20):
+        out_i, out_m = augment_slices(images, masks, plain, gen)
+        assert out_i.shape == (2, 1, 32, 32) and out_m.shape == (2, 32, 32)
+        for i in range(2):
+            # A window: each row continues the last one's values by one pixel per column.
+            first = out_i[i, 0, 0, 0]
+            row, col = divmod(int(first) - i * 96 * 128, 128)
+            window = images[i, 0, row : row + 32, col : col + 32]
+            torch.testing.assert_close(out_i[i, 0], window, atol=1e-3, rtol=0)
+            assert torch.equal(out_m[i], masks[i, row : row + 32, col : col + 32])
+        assert (out_m[0] == 2).any()  # the lesion is in every crop of its slice
+    with pytest.raises(UsageError, match="multiple of 32"):
+        TrainConfig(crop=48)
+    with pytest.raises(UsageError, match="augment"):
+        TrainConfig(crop=64, augment=False)
