@@ -25,8 +25,8 @@ from livseg.inference import LesionRule, clean_lesions
 from livseg.io import read_case
 
 # 0, then spheres of ≈ 3.5, 5, 7 and 10 mm diameter; each with and without hole filling, and
-# keeping every component or removing those with more than 0.6, 0.5 or 0.4 of their border
-# outside the liver (generated reference lesions: at most 0.47).
+# keeping every component or removing those with more than 0.6, 0.5 or 0.4 of their surface
+# on background (generated reference lesions: at most 0.46; ``livseg.inference.lesions``).
 LESION_RULES = tuple(
     LesionRule(volume, fill, outside)
     for volume in (0.0, 20.0, 65.0, 200.0, 500.0)

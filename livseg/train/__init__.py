@@ -1,7 +1,7 @@
 """Training: the study's architectures (``build_model``), the hybrid loss (``build_loss``),
 augmentation, overlap counts, the per-worker loop and the Ray Train driver, checkpoints."""
 
-from livseg.train.augment import AugmentConfig, augment_slices, augment_volumes
+from livseg.train.augment import AugmentConfig, augment_slices, augment_volumes, check_crop
 from livseg.train.checkpoint import (
     META_FILE, MODEL_FILE, check_init, load_checkpoint, load_train_state, read_meta,
     save_checkpoint, update_meta,
@@ -24,7 +24,8 @@ from livseg.train.scoring import predict_labels, score_split
 __all__ = [
     "META_FILE", "MODEL_FILE", "SCORE_METRIC", "STUDY_ARCHS", "AugmentConfig",
     "NonFiniteLossError", "TrainConfig", "augment_slices", "augment_volumes", "available_archs",
-    "build_loss", "build_model", "build_trainer", "case_counts", "check_init", "checkpoint_uri",
+    "build_loss", "build_model", "build_trainer", "case_counts", "check_crop", "check_init",
+    "checkpoint_uri",
     "confusion",
     "count_parameters", "dice_from_counts", "fit", "fit_all", "fit_each", "foreground_iou_f1",
     "format_comparison", "is_volumetric", "load_checkpoint", "load_train_state",

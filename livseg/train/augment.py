@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from livseg.data import TUMOUR
+from livseg.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -41,27 +42,44 @@ def _uniform(n: int, low: float, high: float, gen: torch.Generator, device) -> t
     return torch.rand(n, generator=gen, device=gen.device).to(device) * (high - low) + low
 
 
+def check_crop(crop: int, arch: str, record: dict) -> None:
+    """Refuse (on the driver) a ``TrainConfig.crop`` these shards cannot give: windows are
+    for 2-D models and smaller than the shards' slices (``record``: their preprocess record)."""
+    from livseg.train.models import is_volumetric
+
+    if not crop:
+        return
+    if is_volumetric(arch):
+        raise UsageError(f"crop={crop}: {arch} trains on whole volumes; use crop=0")
+    size = record["config"]["size"]
+    if crop >= size:
+        raise UsageError(
+            f"crop={crop}: windows must be smaller than the shards' {size}² slices; use a "
+            f"multiple of 32 below {size}, or 0 for whole slices"
+        )
+
+
 def crop_centres(masks: torch.Tensor, crop: int, gen: torch.Generator) -> torch.Tensor:
     """Window centres in grid_sample's coordinates, shape (B, 2) as (w, h) in [-1, 1], for
     masks (B, H, W): around a random tumour pixel (± a quarter of the window) where the slice
     holds tumour, else uniform; the window inside the slice, its centre on a pixel edge."""
     b, h, w = masks.shape
     device = masks.device
-    reach = masks.new_tensor([1 - min(crop / w, 1.0), 1 - min(crop / h, 1.0)], dtype=torch.float)
-    centres = (_uniform(2 * b, -1, 1, gen, device).view(b, 2)) * reach
-    jitter = _uniform(2 * b, -0.5, 0.5, gen, device).view(b, 2)
-    pick = _uniform(b, 0, 1, gen, device)
-    for i in range(b):
-        rows, cols = torch.nonzero(masks[i] == TUMOUR, as_tuple=True)
-        if rows.numel():
-            j = min(int(pick[i] * rows.numel()), rows.numel() - 1)
-            pixel = torch.stack([(2 * cols[j] + 1) / w - 1, (2 * rows[j] + 1) / h - 1]).float()
-            centres[i] = pixel + jitter[i] * masks.new_tensor([crop / w, crop / h]).float()
+    share = torch.tensor([min(crop / w, 1.0), min(crop / h, 1.0)], device=device)
+    centres = _uniform(2 * b, -1, 1, gen, device).view(b, 2) * (1 - share)
+    jitter = _uniform(2 * b, -0.5, 0.5, gen, device).view(b, 2) * share
+    # One tumour pixel per slice, drawn on the generator's device without a per-slice sync.
+    tumour = (masks == TUMOUR).flatten(1)
+    has = tumour.any(dim=1)
+    weights = (tumour | ~has[:, None]).float().to(gen.device)  # uniform where none (unused)
+    pick = torch.multinomial(weights, 1, generator=gen)[:, 0].to(device)
+    pixel = torch.stack([(2 * (pick % w) + 1) / w - 1, (2 * (pick // w) + 1) / h - 1], dim=1)
+    centres = torch.where(has[:, None], pixel.float() + jitter, centres)
     # Inside the slice (a lesion at its edge stays in the window), on a pixel edge: an even
-    # window's pixels then fall on the slice's (no interpolation unless the warp rotates,
-    # scales or shifts).
-    centres = torch.maximum(torch.minimum(centres, reach), -reach)
-    size = masks.new_tensor([w, h]).float()
+    # window's pixels then fall on the slice's (no interpolation unless the warp rotates or
+    # scales).
+    centres = torch.maximum(torch.minimum(centres, 1 - share), share - 1)
+    size = torch.tensor([w, h], device=device, dtype=torch.float32)
     return torch.round((centres + 1) * size / 2) * 2 / size - 1
 
 
@@ -82,14 +100,16 @@ def augment_slices(
     # left and right.
     theta[:, 0, 0], theta[:, 0, 1] = cos, -sin * flip
     theta[:, 1, 0], theta[:, 1, 1] = sin, cos * flip
-    theta[:, :, 2] = _uniform(2 * b, -2 * cfg.shift, 2 * cfg.shift, gen, device).view(b, 2)
     if cfg.crop:
-        # The window's side as a share of the slice's (columns, rows); rotation and scale
-        # about the window's centre.
+        # The window's side as a share of the slice's (columns, rows) scales the rows of the
+        # map (a window in pixels, then rotated and scaled about its centre); the window's
+        # placement is its shift (a whole-slice shift on top could move a lesion out of it).
         share = theta.new_tensor([cfg.crop / images.shape[3], cfg.crop / images.shape[2]])
-        theta[:, :, :2] = theta[:, :, :2] * share
-        theta[:, :, 2] += crop_centres(masks, cfg.crop, gen).to(device)
+        theta[:, :, :2] = share[:, None] * theta[:, :, :2]
+        theta[:, :, 2] = crop_centres(masks, cfg.crop, gen).to(device)
         out[2:] = [cfg.crop, cfg.crop]
+    else:
+        theta[:, :, 2] = _uniform(2 * b, -2 * cfg.shift, 2 * cfg.shift, gen, device).view(b, 2)
     grid = F.affine_grid(theta, out, align_corners=False)
     # Pad with each image's own minimum (air after windowing), not with zero (= liver mean).
     fill = images.amin(dim=(2, 3), keepdim=True)

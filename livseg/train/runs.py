@@ -17,6 +17,7 @@ from livseg.data import read_record, read_split
 from livseg.errors import UsageError
 from livseg.io import storage
 from livseg.runtime import init_ray, quick_train_polling, torch_threads
+from livseg.train.augment import check_crop
 from livseg.train.checkpoint import check_init, load_train_state
 from livseg.train.config import TrainConfig
 from livseg.train.history import write_history
@@ -174,11 +175,7 @@ def fit(cfg: TrainConfig, shared: dict | None = None) -> dict[str, Any]:
     weights = "none" if cfg.encoder_weights == "imagenet" else cfg.encoder_weights
     model = build_model(cfg.arch, in_channels, len(record["label_map"]), weights)
     check_init(cfg.init, cfg.arch, record)
-    if cfg.crop and (is_volumetric(cfg.arch) or cfg.crop >= record["config"]["size"]):
-        raise UsageError(
-            f"crop={cfg.crop}: windows are for 2-D models, smaller than the shards' "
-            f"{record['config']['size']}² slices; use 0 (whole slices) or less"
-        )
+    check_crop(cfg.crop, cfg.arch, record)
     params = count_parameters(model)
     run_root = storage.join(cfg.storage, cfg.name)
     storage.prepare_output(run_root, f"--storage {cfg.storage}")

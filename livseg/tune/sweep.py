@@ -19,7 +19,7 @@ from typing import Any
 from livseg.config import to_dict
 from livseg.errors import UsageError
 from livseg.io import storage
-from livseg.train import SCORE_METRIC, TrainConfig, check_init
+from livseg.train import SCORE_METRIC, TrainConfig, check_crop, check_init
 from livseg.tune.progress import trial_lines
 from livseg.tune.ray_compat import (
     PG_FILE,
@@ -172,6 +172,7 @@ def sweep(train: TrainConfig, cfg: SweepConfig) -> dict[str, Any]:
         raise UsageError(f"--epochs {train.epochs} is below ASHA's grace period {cfg.grace_period}")
     record = read_record(train.data)  # a clear error for missing shards before Ray starts
     check_init(train.init, train.arch, record)
+    check_crop(train.crop, train.arch, record)
     cfg = replace(cfg, storage=storage.absolute(cfg.storage))
     sweep_root = storage.join(cfg.storage, cfg.name)
     storage.prepare_output(sweep_root, f"--storage {cfg.storage}")

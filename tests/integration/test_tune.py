@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from job_helpers import private_ray, removed_unless_failed, wait_gone
 
+from livseg.data import read_record
 from livseg.train import TrainConfig
 from livseg.tune import SweepConfig, parse_dimension, parse_space, register_best, sweep
 
@@ -169,3 +170,12 @@ def test_trial_that_cannot_be_scheduled_is_a_clear_error(shards, tmp_path):
     train = TrainConfig(data=shards, **{**TRAIN, "workers": 2, "cpus_per_worker": 1.0})
     with pytest.raises(ValueError, match="a trial needs 2.01 CPUs"):
         sweep(train, cfg)
+
+
+def test_a_crop_the_shards_cannot_give_is_a_clear_error(shards, tmp_path):
+    """Refused before any trial starts, as ``fit`` refuses it."""
+    cfg = SweepConfig(name="bad-crop", storage=str(tmp_path), samples=1)
+    size = read_record(shards)["config"]["size"]
+    with pytest.raises(ValueError, match=f"crop={size}: windows must be smaller"):
+        sweep(TrainConfig(data=shards, **{**TRAIN, "crop": size}), cfg)
+    assert not (tmp_path / "bad-crop").exists()

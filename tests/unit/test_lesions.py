@@ -56,7 +56,7 @@ def test_components_mostly_outside_the_liver_become_background():
     labels[24:30, 20:26, 6:12] = 2  # at the surface: one face of six on background
     labels[30:36, 5:11, 6:12] = 2  # outside, touching the liver with one face
     ids, n = ndimage.label(labels == 2, FACES)
-    shares = outside_shares(ids, n, labels)
+    shares = outside_shares(ids, n, labels, (1.0, 1.0, 1.0))
     by_place = {
         place: shares[ids[at]]
         for place, at in (
@@ -68,12 +68,17 @@ def test_components_mostly_outside_the_liver_become_background():
     assert by_place["inside"] == 0.0
     assert by_place["surface"] == pytest.approx(1 / 6)  # 36 of 216 border voxels (6 faces of 6²)
     assert by_place["outside"] == pytest.approx(5 / 6)
+    # By area: with 5 mm slices the surface cube's outer face (an x face, 1 × 5 mm² each) is
+    # 180 of its 792 mm² (x and y faces 5 mm², z faces 1 mm²), not a sixth.
+    thick = outside_shares(ids, n, labels, (1.0, 1.0, 5.0))
+    assert thick[ids[27, 22, 8]] == pytest.approx(180 / 792)
     out = clean_lesions(labels, (1.0, 1.0, 1.0), LesionRule(max_outside=0.5))
     assert (out[30:36, 5:11, 6:12] == 0).all()
     assert (out[5:15, 5:15, 5:15] == 2).all() and (out[24:30, 20:26, 6:12] == 2).all()
     assert np.array_equal(out[labels != 2], labels[labels != 2])
-    assert clean_lesions(labels, (1.0, 1.0, 1.0), LesionRule(max_outside=0.9)).max() == 2
-    assert (clean_lesions(labels, (1.0, 1.0, 1.0), LesionRule(max_outside=0.9)) == labels).all()
+    assert np.array_equal(
+        clean_lesions(labels, (1.0, 1.0, 1.0), LesionRule(max_outside=0.9)), labels
+    )
     # With a minimum volume both 216-voxel components are small: the surface one becomes
     # liver, the outside one still background (never liver).
     both = clean_lesions(labels, (1.0, 1.0, 1.0), LesionRule(250.0, max_outside=0.5))

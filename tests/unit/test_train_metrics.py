@@ -111,7 +111,7 @@ def test_crops_are_windows_at_the_slices_own_resolution():
         for i in range(2):
             # A window: each row continues the last one's values by one pixel per column.
             first = out_i[i, 0, 0, 0]
-            row, col = divmod(int(first) - i * 96 * 128, 128)
+            row, col = divmod(round(float(first)) - i * 96 * 128, 128)
             window = images[i, 0, row : row + 32, col : col + 32]
             torch.testing.assert_close(out_i[i, 0], window, atol=1e-3, rtol=0)
             assert torch.equal(out_m[i], masks[i, row : row + 32, col : col + 32])
@@ -120,3 +120,26 @@ def test_crops_are_windows_at_the_slices_own_resolution():
         TrainConfig(crop=48)
     with pytest.raises(UsageError, match="augment"):
         TrainConfig(crop=64, augment=False)
+
+
+def test_rotated_crops_keep_the_pixel_size_and_their_tumour():
+    """With the default warp a window is the slice's own pixels rotated and scaled — unsheared
+    on a non-square slice — and a slice's lesion stays inside its window."""
+    gen = torch.Generator().manual_seed(1)
+    rows, cols = torch.meshgrid(torch.arange(64.0), torch.arange(128.0), indexing="ij")
+    images = torch.stack([rows, cols])[None].repeat(8, 1, 1, 1)  # each pixel's own position
+    masks = torch.zeros(8, 64, 128, dtype=torch.long)
+    masks[:, 20:24, 90:94] = 2
+    turn = AugmentConfig(30.0, (1.0, 1.0), 0.0, 0.0, 0.0, 0.0, crop=32)
+    out_i, _ = augment_slices(images, masks, turn, gen)
+    inner = out_i[:, :, 4:-4, 4:-4]
+    down, right = (
+        inner[:, :, 1:, :-1] - inner[:, :, :-1, :-1],
+        inner[:, :, :-1, 1:] - inner[:, :, :-1, :-1],
+    )
+    torch.testing.assert_close(down.norm(dim=1), torch.ones_like(down[:, 0]), atol=1e-3, rtol=0)
+    torch.testing.assert_close(right.norm(dim=1), torch.ones_like(right[:, 0]), atol=1e-3, rtol=0)
+    assert (down * right).sum(dim=1).abs().max() < 1e-3  # at right angles
+    for _ in range(25):
+        _, out_m = augment_slices(images, masks, AugmentConfig(crop=32), gen)
+        assert (out_m == 2).flatten(1).any(dim=1).all()
