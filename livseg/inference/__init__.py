@@ -4,7 +4,11 @@ statistics and the review flag (``analyse_study``); a two-stage model (``Cascade
 
 from livseg.inference.cascade import Cascade, load_segmenter, write_cascade
 from livseg.inference.lesions import LesionRule, clean_lesions
-from livseg.inference.postprocess import MIN_COMPONENT_FRACTION, keep_liver_components
+from livseg.inference.postprocess import (
+    MIN_COMPONENT_FRACTION,
+    keep_confirmed_components,
+    keep_liver_components,
+)
 from livseg.inference.qa import ReviewLimits, cut_faces, pass_agreement, review
 from livseg.inference.segmenter import Segmentation, Segmenter
 from livseg.inference.statistics import study_statistics
@@ -14,6 +18,7 @@ from livseg.inference.thumbnail import key_slice, thumbnail, thumbnail_png
 __all__ = [
     "MIN_COMPONENT_FRACTION", "Cascade", "LesionRule", "ReviewLimits", "Segmentation",
     "Segmenter", "StudyResult", "analyse_study", "clean_lesions", "cut_faces",
-    "keep_liver_components", "key_slice", "load_segmenter", "pass_agreement", "review",
-    "shifted_agreement", "study_statistics", "thumbnail", "thumbnail_png", "write_cascade",
+    "keep_confirmed_components", "keep_liver_components", "key_slice", "load_segmenter",
+    "pass_agreement", "review", "shifted_agreement", "study_statistics", "thumbnail",
+    "thumbnail_png", "write_cascade",
 ]  # fmt: skip

@@ -3,7 +3,10 @@ slices, stage 2 segments liver and tumour inside stage 1's liver box at the reso
 shards (``PreprocessConfig.roi``: the box is a fraction of the field of view, so the same pixels
 cover it 2-3× finer; its HU shifted by stage 1's liver as the shards were by the reference
 liver, ``livseg.data.roi.shift_to_liver``), and the labels are composed on the input's grid.
-Stage 1 only places the box, so it can be small and coarse. Same interface as ``Segmenter``.
+Stage 1 places the box, so it can be small and coarse, and says which of stage 2's components
+are liver: post-processing drops those stage 1 did not see as liver
+(``keep_confirmed_components``: a separate organ of liver-like HU inside the box; a liver piece
+stage 1 missed entirely goes too). Same interface as ``Segmenter``.
 
 On disk a cascade is one checkpoint folder (a "bundle"): stage 1's ``model.pt`` and ``meta.json``
 with ``meta["cascade"] = {"tumour": "tumour"}``, stage 2's checkpoint in ``tumour/``. Anything that
@@ -20,7 +23,7 @@ import numpy as np
 from livseg.data import liver_box, shift_to_liver
 from livseg.errors import UsageError
 from livseg.inference.lesions import LesionRule
-from livseg.inference.postprocess import postprocess_labels
+from livseg.inference.postprocess import keep_confirmed_components, postprocess_labels
 from livseg.inference.qa import model_certainty_limit
 from livseg.inference.segmenter import Segmentation, Segmenter
 from livseg.io import storage
@@ -64,7 +67,9 @@ class Cascade:
         """As ``Segmenter.segment``: stage 1 (post-processed) places the box and, where stage 2
         was trained so, shifts its HU to stage 1's liver; stage 2's labels and probabilities
         fill the box; outside it labels and probabilities are background.
-        Post-processing then runs on the composed labels."""
+        Post-processing then runs on the composed labels: stage 2's components outside stage
+        1's liver go, then the Segmenter's (liver components, the lesion rule). Probabilities
+        are the stages' own, before post-processing (as the Segmenter's)."""
         first = self.liver.segment(hu)
         cfg = self.tumour.cfg
         box = liver_box(first.labels, cfg.roi_margin, cfg.roi_z_margin)
@@ -81,6 +86,10 @@ class Cascade:
             labels[box], certainty = second.labels, second.certainty
             if probs is not None:
                 probs[(slice(None), *box)] = second.probs
+            # Stage 2 saw only the box: stage 1, which saw the whole slice, says which of its
+            # components are liver (a separate organ of liver-like HU is not).
+            if postprocess:
+                labels = keep_confirmed_components(labels, first.labels >= 1)
         if postprocess:
             labels = postprocess_labels(labels, spacing, lesion_rule or self.lesion_rule)
         return Segmentation(labels, probs, certainty)

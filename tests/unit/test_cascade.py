@@ -131,6 +131,34 @@ def test_cascade_fills_stage_one_liver_box_with_stage_two(monkeypatch) -> None:
         Cascade(segmenter(roi=True), tumour, {})
 
 
+def test_cascade_drops_stage_two_components_stage_one_did_not_call_liver(monkeypatch) -> None:
+    liver, tumour = segmenter(roi=False), segmenter(roi=True)
+    first = np.zeros((64, 64, 20), np.uint8)
+    first[10:40, 10:40, 4:16] = 1
+
+    def stage_one(hu, *, keep_probs=False, postprocess=True, spacing=None):
+        return Segmentation(first.copy(), None, 0.9)
+
+    def stage_two(hu, *, keep_probs=False, postprocess=True, spacing=None):
+        labels = np.zeros(hu.shape, np.uint8)
+        labels[6:-6, 6:-6, 4:-4] = 1  # the liver, inside stage 1's
+        labels[8:12, 8:12, 6:9] = 2
+        labels[:4] = 1  # a slab of the box outside stage 1's liver, half the liver's size
+        return Segmentation(labels, None, 0.8)
+
+    monkeypatch.setattr(liver, "segment", stage_one)
+    monkeypatch.setattr(tumour, "segment", stage_two)
+    hu = np.zeros(first.shape, np.float32)
+    cascade = Cascade(liver, tumour, {"arch": "unet"})
+    box = liver_box(first, tumour.cfg.roi_margin, tumour.cfg.roi_z_margin)
+    organ = (slice(box[0].start, box[0].start + 4), box[1], box[2])
+    raw = cascade.segment(hu, postprocess=False).labels
+    assert (raw[organ] == 1).all()  # without post-processing: stage 2 as it came
+    out = cascade.segment(hu).labels
+    assert (out[organ] == 0).all()  # (large enough for keep_liver_components to keep it)
+    assert np.count_nonzero(raw != out) == raw[organ].size and out.max() == 2
+
+
 def test_a_tumour_stage_from_shards_without_the_shift_key_sees_unshifted_hu(monkeypatch) -> None:
     """A ROI checkpoint whose preprocess.json predates ``roi_liver_shift`` was trained on
     unshifted HU: its input stays unshifted (``PreprocessConfig`` would default the key on)."""

@@ -9,7 +9,7 @@ import torch
 
 from livseg.config import to_dict
 from livseg.data import LABEL_MAPS, IntensityStats, PreprocessConfig, process_slice, slab_indices
-from livseg.inference import Segmenter, keep_liver_components
+from livseg.inference import Segmenter, keep_confirmed_components, keep_liver_components
 from livseg.train import build_model
 
 
@@ -33,6 +33,33 @@ def test_keep_liver_components_drops_small_far_blobs_and_their_tumour():
     np.testing.assert_array_equal(out[:30], labels[:30])
     empty = np.zeros((5, 5, 5), np.uint8)
     assert keep_liver_components(empty) is empty
+
+
+def test_keep_confirmed_components_drops_what_stage_one_did_not_call_liver():
+    labels = np.zeros((40, 40, 20), np.uint8)
+    labels[5:25, 5:25, 2:18] = 1  # liver, most of it confirmed
+    labels[10:14, 10:14, 8:12] = 2
+    labels[30:40, 28:40, 0:10] = 1  # a big organ of liver-like HU: stage 1 saw no liver there
+    labels[33:36, 33:36, 3:6] = 2  # with a "lesion" in it
+    labels[0:3, 30:33, 0:3] = 1  # a small piece, a third of it confirmed
+    confirm = np.zeros(labels.shape, bool)
+    confirm[8:25, 5:25, 2:18] = True  # stage 1's coarser liver: 85 % of the liver
+    confirm[0:3, 30:33, 0:1] = True
+    confirm[38:40, 38:40, 0:1] = True  # 4 of the organ's 1,200 voxels
+    out = keep_confirmed_components(labels, confirm, share=0.1)
+    assert (out[30:40, 28:40, 0:10] == 0).all()  # the organ and its lesion go
+    np.testing.assert_array_equal(out[:30], labels[:30])  # liver, tumour, the small piece stay
+    assert keep_confirmed_components(labels, confirm, share=0.5)[0:3, 30:33, 0:3].max() == 0
+    assert keep_confirmed_components(labels, confirm, share=0.0) is labels
+    assert keep_confirmed_components(labels, np.ones(labels.shape, bool)) is labels
+    empty = np.zeros(labels.shape, np.uint8)
+    assert keep_confirmed_components(empty, confirm) is empty
+    with pytest.raises(ValueError, match="shape"):
+        keep_confirmed_components(labels, confirm[:, :, :5])
+    with pytest.raises(ValueError, match="bool"):
+        keep_confirmed_components(labels, labels)  # labels, not a mask: tumour would count twice
+    with pytest.raises(ValueError, match="share"):
+        keep_confirmed_components(labels, confirm, share=1.5)
 
 
 @torch.no_grad()
