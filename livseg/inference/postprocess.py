@@ -15,24 +15,43 @@ MIN_COMPONENT_FRACTION = 0.1  # liver components smaller than this × the larges
 MIN_CONFIRMED_SHARE = 0.1
 
 
+def _liver_components(labels: np.ndarray) -> tuple[tuple[slice, ...], np.ndarray, int] | None:
+    """The liver's box (label ≥ 1) and its 26-connected component ids inside it, their count;
+    None without liver. Labelled only inside the box: a fraction of a 512² × Z volume."""
+    liver = labels >= 1
+    if not liver.any():
+        return None
+    box = bounding_box(liver)
+    comp, n = ndimage.label(liver[box], structure=np.ones((3, 3, 3), bool))
+    return box, comp, n
+
+
+def _keep_only(
+    labels: np.ndarray, box: tuple[slice, ...], comp: np.ndarray, keep: np.ndarray
+) -> np.ndarray:
+    """``labels`` with the components ``comp`` (ids inside ``box``) not in ``keep`` (a bool per
+    id; index 0, the box's background, stays background either way); ``labels`` itself when
+    every one is kept."""
+    if keep[1:].all():
+        return labels
+    out = labels.copy()
+    out[box] = np.where(keep[comp], labels[box], 0)
+    return out
+
+
 def keep_liver_components(
     labels: np.ndarray, fraction: float = MIN_COMPONENT_FRACTION
 ) -> np.ndarray:
     """Drop liver components (label ≥ 1, 26-connected) below ``fraction`` of the largest and
     tumour outside what is kept. (X, Y, Z) uint8 in and out."""
-    liver = labels >= 1
-    if not liver.any():
+    found = _liver_components(labels)
+    if found is None or found[2] <= 1:
         return labels
-    box = bounding_box(liver)  # label only inside the liver's box: a fraction of a 512² × Z volume
-    comp, n = ndimage.label(liver[box], structure=np.ones((3, 3, 3), bool))
-    if n <= 1:
-        return labels
+    box, comp, n = found
     sizes = np.bincount(comp.ravel())[1:]
     keep = np.zeros(n + 1, bool)
     keep[1:] = sizes >= fraction * sizes.max()
-    out = labels.copy()
-    out[box] = np.where(keep[comp], labels[box], 0)
-    return out
+    return _keep_only(labels, box, comp, keep)
 
 
 def keep_confirmed_components(
@@ -53,20 +72,13 @@ def keep_confirmed_components(
             f"confirm {confirm.dtype} {confirm.shape}: expected a bool mask of the labels' shape "
             f"{labels.shape} (e.g. stage 1's labels >= 1)"
         )
-    liver = labels >= 1
-    if share == 0 or not liver.any():
+    found = _liver_components(labels)
+    if share == 0 or found is None:
         return labels
-    box = bounding_box(liver)
-    comp, n = ndimage.label(liver[box], structure=np.ones((3, 3, 3), bool))
+    box, comp, n = found
     sizes = np.bincount(comp.ravel(), minlength=n + 1)
     inside = np.bincount(comp.ravel(), weights=confirm[box].ravel(), minlength=n + 1)
-    keep = inside >= share * sizes
-    keep[0] = False
-    if keep[1:].all():
-        return labels
-    out = labels.copy()
-    out[box] = np.where(keep[comp], labels[box], 0)
-    return out
+    return _keep_only(labels, box, comp, inside >= share * sizes)
 
 
 def postprocess_labels(
