@@ -76,6 +76,10 @@ def _write_kind(ds: Any, folder: str, rows: int, fingerprint: str, case_ids: lis
     """Write one shard kind (``slices`` or ``volumes``) for every split, then mark it done
     for the cases it was given."""
     storage.delete_dir(folder)  # what an interrupted earlier run left behind
+    # Each write bundles consecutive cases into one file: in the cases' order, not the order
+    # their tasks finished, so the same input gives the same files (names and rows) every run,
+    # and training with one seed the same model (it read its rows in another order before).
+    ds.context.execution_options.preserve_order = True
     # Write tasks ask for fewer CPUs than the per-case map, which keeps Ray from fusing the two:
     # fused, the rows-per-file bundling handed every case to one task (measured: serial).
     ds.write_datasink(split_sink(folder, rows), ray_remote_args={"num_cpus": 0.1})
@@ -136,11 +140,9 @@ def _preprocess(
             record["resumed"] = "already complete"
             return record
     items = [case_item(c) for c in cases]
-    inspected = (
-        ray.data.from_items(items, override_num_blocks=len(items))
-        .map(inspect_case, fn_kwargs={"cfg_dict": to_dict(cfg)})
-        .materialize()
-    )
+    inspected = ray.data.from_items(items, override_num_blocks=len(items))
+    inspected.context.execution_options.preserve_order = True  # the volume shards read it
+    inspected = inspected.map(inspect_case, fn_kwargs={"cfg_dict": to_dict(cfg)}).materialize()
     rows = inspected.select_columns([*INDEX_COLUMNS, "histogram", "image_uri", "mask_uri"])
     rows = sorted(rows.take_all(), key=lambda r: r["case_id"])
     assign_rows(rows, cfg)
