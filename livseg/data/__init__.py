@@ -18,7 +18,7 @@ from typing import Any
 
 _EXPORTS = {
     "livseg.data.config": ("PreprocessConfig",),
-    "livseg.data.datasets": ("read_split", "split_sink", "torch_batches"),
+    "livseg.data.datasets": ("read_split", "split_sink", "torch_batches", "write_split_shards"),
     "livseg.data.pipeline": ("format_summary", "preprocess", "rows_per_file"),
     "livseg.data.roi": ("liver_box", "liver_shift", "roi_arrays", "shift_to_liver"),
     "livseg.data.shards": (

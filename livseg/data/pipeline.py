@@ -26,7 +26,7 @@ import pyarrow as pa
 import livseg
 from livseg.config import to_dict
 from livseg.data.config import PreprocessConfig
-from livseg.data.datasets import split_sink
+from livseg.data.datasets import write_split_shards
 from livseg.data.shards import RECORD_VERSION, parquet_rows, table_bytes
 from livseg.data.tasks import (
     assign_rows,
@@ -76,13 +76,7 @@ def _write_kind(ds: Any, folder: str, rows: int, fingerprint: str, case_ids: lis
     """Write one shard kind (``slices`` or ``volumes``) for every split, then mark it done
     for the cases it was given."""
     storage.delete_dir(folder)  # what an interrupted earlier run left behind
-    # Each write bundles consecutive cases into one file: in the cases' order, not the order
-    # their tasks finished, so the same input gives the same files (names and rows) every run,
-    # and training with one seed the same model (it read its rows in another order before).
-    ds.context.execution_options.preserve_order = True
-    # Write tasks ask for fewer CPUs than the per-case map, which keeps Ray from fusing the two:
-    # fused, the rows-per-file bundling handed every case to one task (measured: serial).
-    ds.write_datasink(split_sink(folder, rows), ray_remote_args={"num_cpus": 0.1})
+    write_split_shards(ds, folder, rows)  # cases in the order given, not as tasks finish
     marker = {"fingerprint": fingerprint, "cases": case_ids}
     storage.write_text(storage.join(folder, DONE_MARKER), json.dumps(marker))
 
@@ -141,7 +135,8 @@ def _preprocess(
             return record
     items = [case_item(c) for c in cases]
     inspected = ray.data.from_items(items, override_num_blocks=len(items))
-    inspected.context.execution_options.preserve_order = True  # the volume shards read it
+    # In the cases' order, as the volume shards are written from it (``write_split_shards``).
+    inspected.context.execution_options.preserve_order = True
     inspected = inspected.map(inspect_case, fn_kwargs={"cfg_dict": to_dict(cfg)}).materialize()
     rows = inspected.select_columns([*INDEX_COLUMNS, "histogram", "image_uri", "mask_uri"])
     rows = sorted(rows.take_all(), key=lambda r: r["case_id"])

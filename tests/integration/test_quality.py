@@ -21,7 +21,7 @@ neighbours of the liver were its false positives.
 The cascade drops stage 2's components that stage 1 did not see as liver
 (``keep_confirmed_components``: stage 2 labelled whole separate organs of liver-like HU liver).
 
-Budget: 483 s alone on a 2-core AVX-512 machine with one torch thread (see the bars below);
+Budget: 473 s alone on a 2-core AVX-512 machine with one torch thread (see the bars below);
 unmeasured on AVX2 CPUs without bf16 (the earlier, smaller budget took 11-13 minutes there).
 """
 
@@ -40,9 +40,12 @@ from livseg.synthetic import write_dataset
 from livseg.train import TrainConfig, fit, read_meta
 
 # Issue 12's targets are liver ≥ 0.95, tumour ≥ 0.65 and lesion F1 ≥ 10 mm ≥ 0.5. This test
-# alone, 2026-12-05, AVX-512, one torch thread, with the stage-1 gate (483 s: preprocess 68,
-# stage 1 60, stage 2 303, bundle and rule 34, score 18): liver 0.962, tumour 0.719, lesion F1
-# ≥ 10 mm 0.593 (tp 8, fp 0, fn 11); before the gate 0.952, 0.673, 0.462 (tp 6, fp 1, fn 13).
+# alone, 2026-12-05, AVX-512, one torch thread, with the stage-1 gate and the shards written in
+# case order (473 s: preprocess 67, stage 1 55, stage 2 290, bundle and rule 35, score 19):
+# liver 0.963, tumour 0.665, lesion F1 ≥ 10 mm 0.462 (tp 6, fp 1, fn 13), in each of two runs
+# (the pipeline is deterministic on one machine). While the shards' rows followed the order
+# preprocessing tasks finished in, the same code gave 0.962, 0.719, 0.593 (tp 8, fp 0, fn 11)
+# here; before the gate 0.952, 0.673, 0.462.
 # The same recipe outside the test (the same cases, gate in): seed 0 0.962 / 0.703 / 0.500;
 # with tumour_share 0.5, seeds 0 and 1: 0.955 / 0.733 / 0.621, 0.968 / 0.651 / 0.500. Prototype runs
 # (windows neither clamped into the slice nor snapped to pixels, the border share by voxels), three
@@ -65,7 +68,7 @@ def train(data: str, storage: str, name: str, epochs: int, steps: int, **kw) -> 
     return fit(cfg)["checkpoint"]
 
 
-# 483 s alone here; an earlier, smaller budget took 685-794 s alone on a 2-core AVX2 machine and
+# 473 s alone here; an earlier, smaller budget took 685-794 s alone on a 2-core AVX2 machine and
 # 959-1,084 s beside the suite's other test process there (the time also depends on what the
 # trained stages predict, e.g. lesion post-processing on validation): the suite's 900 s hang
 # guard is too close.

@@ -18,6 +18,6 @@ def test_decoding_shards_imports_no_torch():
 def test_every_exported_name_resolves():
     import livseg.data
 
-    assert len(livseg.data.__all__) == 38
+    assert len(livseg.data.__all__) == 39
     for name in livseg.data.__all__:
         assert getattr(livseg.data, name) is not None, name
