@@ -184,7 +184,7 @@ def test_s3_gives_identical_shards(ray_session, s3_server, lits, local_run):
         for kind in ("slices", "volumes"):
             local = shards.load_split_numpy(str(out), split, kind)
             remote = shards.load_split_numpy(s3_out, split, kind)
-            for name in local:  # same rows in the same order (test_same_input_same_files)
+            for name in local:  # same rows, same order (cases in id order: the test below)
                 np.testing.assert_array_equal(local[name], remote[name])
     listed = client.list_objects_v2(Bucket="lits-raw", Prefix="shards/")["Contents"]
     assert any(o["Key"].endswith("index.parquet") for o in listed)
