@@ -91,7 +91,7 @@ class Cascade:
             if postprocess:
                 labels = keep_confirmed_components(labels, first.labels >= 1)
         if postprocess:
-            labels = postprocess_labels(labels, spacing, lesion_rule or self.lesion_rule)
+            labels = postprocess_labels(labels, spacing, lesion_rule or self.lesion_rule, hu)
         return Segmentation(labels, probs, certainty)
 
 

@@ -9,7 +9,9 @@ become liver, cavities enclosed by tumour become tumour, and components with mor
 ``max_outside`` of their surface (by area) on background become background — a liver lesion
 lies in the liver (the generated training split's reference lesions ≥ 10 mm, surface ones
 included: at most 0.46 of their surface outside, median 0.14; a cascade's false positives on
-the validation split: 0.43-0.59, its detected lesions ≤ 0.40). The values are chosen on
+the validation split: 0.43-0.59, its detected lesions ≤ 0.40). Last, given the HU volume, each
+kept component may grow into its paler margin (``grow_mm``, ``grow_cut``:
+``livseg.inference.growth``). The values are chosen on
 the validation split (``livseg.evaluate.choose_lesion_rule``) and recorded in the checkpoint, so
 the Segmenter applies what validation chose.
 """
@@ -23,8 +25,7 @@ import numpy as np
 from scipy import ndimage
 
 from livseg.data import LIVER, TUMOUR, bounding_box
-
-FACES = ndimage.generate_binary_structure(3, 1)
+from livseg.inference.growth import FACES, grow_lesions
 
 
 @dataclass(frozen=True)
@@ -36,16 +37,30 @@ class LesionRule:
     # Components with more than this share of their surface (by area) on background become
     # background; 1.0 keeps them all.
     max_outside: float = 1.0
+    # Kept components grow into adjacent liver of lesion-like HU up to this distance (mm; 0:
+    # no growth), where the HU lies within ``grow_cut`` of the way from the lesion's to the
+    # liver's (``livseg.inference.growth``).
+    grow_mm: float = 0.0
+    grow_cut: float = 0.5
 
     def __post_init__(self) -> None:
         if not np.isfinite(self.min_volume_mm3) or self.min_volume_mm3 < 0:
             raise ValueError(f"min_volume_mm3={self.min_volume_mm3}: must be a volume ≥ 0 mm³")
         if not 0 <= self.max_outside <= 1:
             raise ValueError(f"max_outside={self.max_outside}: must be a share within [0, 1]")
+        if not np.isfinite(self.grow_mm) or self.grow_mm < 0:
+            raise ValueError(f"grow_mm={self.grow_mm}: must be a distance ≥ 0 mm (0: no growth)")
+        if not 0 < self.grow_cut < 1:
+            raise ValueError(f"grow_cut={self.grow_cut}: must lie strictly within (0, 1)")
 
     @property
     def changes_nothing(self) -> bool:
-        return self.min_volume_mm3 == 0 and not self.fill_holes and self.max_outside == 1
+        return (
+            self.min_volume_mm3 == 0
+            and not self.fill_holes
+            and self.max_outside == 1
+            and self.grow_mm == 0
+        )
 
 
 def outside_shares(
@@ -80,10 +95,18 @@ def outside_shares(
     return shares
 
 
-def clean_lesions(labels: np.ndarray, spacing: Sequence[float], rule: LesionRule) -> np.ndarray:
-    """``labels`` (X, Y, Z) uint8 LiTS labels with ``rule`` applied; ``spacing`` (3,) mm.
+def clean_lesions(
+    labels: np.ndarray,
+    spacing: Sequence[float],
+    rule: LesionRule,
+    hu: np.ndarray | None = None,
+) -> np.ndarray:
+    """``labels`` (X, Y, Z) uint8 LiTS labels with ``rule`` applied; ``spacing`` (3,) mm;
+    ``hu`` (X, Y, Z), the volume segmented, needed when the rule grows lesions.
     A component removed as outside goes whole (with its filled cavities when ``fill_holes``;
     without, liver voxels it encloses stay liver)."""
+    if rule.grow_mm > 0 and hu is None:
+        raise ValueError("a lesion rule with grow_mm > 0 needs the HU volume (hu=…)")
     tumour = labels == TUMOUR
     if rule.changes_nothing or not tumour.any():
         return labels
@@ -106,4 +129,6 @@ def clean_lesions(labels: np.ndarray, spacing: Sequence[float], rule: LesionRule
     region[(region == TUMOUR) & ~keep[ids]] = LIVER
     region[keep[ids]] = TUMOUR  # filled holes lie inside tumour, so inside the liver
     region[outside[ids]] = 0  # after: a filled outside component goes whole
+    if rule.grow_mm > 0:
+        out = grow_lesions(out, hu, spacing, rule.grow_mm, rule.grow_cut)
     return out

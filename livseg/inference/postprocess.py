@@ -82,9 +82,13 @@ def keep_confirmed_components(
 
 
 def postprocess_labels(
-    labels: np.ndarray, spacing: tuple[float, float, float] | None, rule: LesionRule
+    labels: np.ndarray,
+    spacing: tuple[float, float, float] | None,
+    rule: LesionRule,
+    hu: np.ndarray | None = None,
 ) -> np.ndarray:
     """The Segmenter's (and the Cascade's) post-processing of (X, Y, Z) labels: liver
-    components, then, given the voxel spacing in mm, the lesion rule."""
+    components, then, given the voxel spacing in mm, the lesion rule (its growth follows the
+    segmented volume's ``hu``, same shape)."""
     labels = keep_liver_components(labels)
-    return labels if spacing is None else clean_lesions(labels, spacing, rule)
+    return labels if spacing is None else clean_lesions(labels, spacing, rule, hu)

@@ -173,5 +173,5 @@ class Segmenter:
         predict = self._predict_3d if self.volumetric else self._predict_2d
         labels, probs, certainty = predict(hu, keep_probs)  # binary: 1 = liver incl. tumour
         if postprocess:
-            labels = postprocess_labels(labels, spacing, lesion_rule or self.lesion_rule)
+            labels = postprocess_labels(labels, spacing, lesion_rule or self.lesion_rule, hu)
         return Segmentation(labels, probs, certainty)

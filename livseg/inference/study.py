@@ -44,7 +44,7 @@ def analyse_study(
     labels = segmentation.labels
     agreement = None
     if qa:
-        agreement = shifted_agreement(segmenter, volume.array, labels, lock)
+        agreement = shifted_agreement(segmenter, volume.array, labels, lock, volume.spacing)
     model_s = time.perf_counter() - start
     statistics = study_statistics(labels, volume.affine)
     checks = review(labels, statistics, segmentation.certainty, agreement,
@@ -65,13 +65,15 @@ def shifted_agreement(
     hu: np.ndarray,
     labels: np.ndarray,
     lock: AbstractContextManager | None = None,
+    spacing: tuple[float, float, float] | None = None,
 ) -> float:
     """:func:`pass_agreement` of ``labels`` with a second pass on ``hu`` (X, Y, Z) moved by
     ``SHIFT_FRACTION`` of its size along x and y (air fills the gap), moved back; compared
-    where both passes saw the same voxels."""
+    where both passes saw the same voxels. Given the ``spacing`` (mm) the second pass gets the
+    lesion rule too, as the first did: the passes then differ by the model alone."""
     dx, dy = (max(1, round(SHIFT_FRACTION * n)) for n in hu.shape[:2])
     moved = np.full_like(hu, AIR_HU)
     moved[dx:, dy:] = hu[:-dx, :-dy]
     with lock or nullcontext():
-        second = segmenter.segment(moved).labels
+        second = segmenter.segment(moved, spacing=spacing).labels
     return pass_agreement(labels[:-dx, :-dy], second[dx:, dy:])

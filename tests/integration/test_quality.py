@@ -21,7 +21,11 @@ neighbours of the liver were its false positives.
 The cascade drops stage 2's components that stage 1 did not see as liver
 (``keep_confirmed_components``: stage 2 labelled whole separate organs of liver-like HU liver).
 
-Budget: 473 s alone on a 2-core AVX-512 machine with one torch thread (see the bars below);
+The lesion rule chosen on validation can also grow each lesion into its paler margin
+(``LesionRule.grow_mm``, ``livseg.inference.growth``): stage 2 labels the darkest part of a
+low-contrast lesion, and such under-segmented lesions were most of the missed detections.
+
+Budget: 500 s alone on a 2-core AVX-512 machine with one torch thread (see the bars below);
 unmeasured on AVX2 CPUs without bf16 (the earlier, smaller budget took 11-13 minutes there).
 """
 
@@ -39,23 +43,19 @@ from livseg.registry import register, resolve_model
 from livseg.synthetic import write_dataset
 from livseg.train import TrainConfig, fit, read_meta
 
-# Issue 12's targets are liver ≥ 0.95, tumour ≥ 0.65 and lesion F1 ≥ 10 mm ≥ 0.5. This test
-# alone, 2026-12-05, AVX-512, one torch thread, with the stage-1 gate and the shards written in
-# case order (473 s: preprocess 67, stage 1 55, stage 2 290, bundle and rule 35, score 19):
-# liver 0.963, tumour 0.665, lesion F1 ≥ 10 mm 0.462 (tp 6, fp 1, fn 13), in each of two runs
-# (the pipeline is deterministic on one machine). While the shards' rows followed the order
-# preprocessing tasks finished in, the same code gave 0.962, 0.719, 0.593 (tp 8, fp 0, fn 11)
-# here; before the gate 0.952, 0.673, 0.462.
-# The same recipe outside the test (the same cases, gate in): seed 0 0.962 / 0.703 / 0.500;
-# with tumour_share 0.5, seeds 0 and 1: 0.955 / 0.733 / 0.621, 0.968 / 0.651 / 0.500. Prototype runs
-# (windows neither clamped into the slice nor snapped to pixels, the border share by voxels), three
-# training seeds on the same cases: liver 0.963 / 0.965 / 0.952, tumour 0.732 / 0.705 / 0.653,
-# lesion F1 ≥ 10 mm 0.529 / 0.571 / 0.467. Runs are not bit-identical across machines, and one
-# lesion moves the F1 by ~0.04 on these 7 test cases, so the bars sit below the worst run by about
-# the spread between seeds (LOWERED below the targets: a run on another machine must not fail by one
-# lesion). Before this recipe (128² cases, stage 2 on whole 64² boxes, no border rule): 0.934,
-# 0.437, 0.261.
-LIVER_MIN, TUMOUR_MIN, LESION_F1_MIN = 0.94, 0.55, 0.35
+# Issue 12's targets, asserted as they are: liver ≥ 0.95, tumour ≥ 0.65, lesion F1 ≥ 10 mm ≥ 0.5.
+# This test alone, 2026-12-05, AVX-512, one torch thread, with the lesion rule's HU-guided growth
+# (500 s: preprocess 72, stage 1 57, stage 2 304, bundle and rule 40, score 19): liver 0.963,
+# tumour 0.720, lesion F1 ≥ 10 mm 0.621 (tp 9, fp 1, fn 10); validation chose growth up to 6 mm,
+# 0.65 of the way to the liver's HU. Without growth the same run gave 0.963 / 0.665 / 0.462 (tp 6,
+# fp 1, fn 13) — the pipeline is deterministic on one machine. The same recipe outside the test
+# on the same cases (shards written before they kept case order), training seeds 0 / 1 / 2:
+# 0.961 / 0.754 / 0.733, 0.961 / 0.776 / 0.667, 0.963 / 0.729 / 0.645; without growth seeds
+# 0 / 1: 0.961 / 0.669 / 0.538, 0.961 / 0.721 / 0.621. Runs are not bit-identical across
+# machines and one lesion moves the F1 by ~0.04 on these 7 test cases: the margins above the
+# bars are 0.013, 0.07 and 0.12 here. On other generated cases (data seed 6) the recipe
+# misses the targets (see the README's Cascade section): these 7 test cases are what is judged.
+LIVER_MIN, TUMOUR_MIN, LESION_F1_MIN = 0.95, 0.65, 0.5
 CASES, RAW_SIZE, SIZE, ROI_SIZE, CROP = 40, 256, 64, 128, 64
 
 
@@ -68,7 +68,7 @@ def train(data: str, storage: str, name: str, epochs: int, steps: int, **kw) -> 
     return fit(cfg)["checkpoint"]
 
 
-# 473 s alone here; an earlier, smaller budget took 685-794 s alone on a 2-core AVX2 machine and
+# 500 s alone here; an earlier, smaller budget took 685-794 s alone on a 2-core AVX2 machine and
 # 959-1,084 s beside the suite's other test process there (the time also depends on what the
 # trained stages predict, e.g. lesion post-processing on validation): the suite's 900 s hang
 # guard is too close.
@@ -102,7 +102,9 @@ def test_cascade_segments_unseen_test_cases(ray_session, tmp_path):
     metrics = bundle_cascade(liver, tumour, full, bundle)
     assert 0 < metrics["val_liver_dice"] <= 1
     assert read_meta(bundle)["validation"]["grid"] == "original"  # never vs shard-grid scores
-    record_lesion_rule(bundle, choose_lesion_rule(bundle, full, "val"))  # on validation only
+    choice = choose_lesion_rule(bundle, full, "val")  # on validation only
+    record_lesion_rule(bundle, choice)
+    print("lesion rule chosen on validation:", choice["rule"])
     timings["bundle + rule"] = time.time() - started - sum(timings.values())
     registry = str(tmp_path / "models")
     register(registry, "cascade", bundle)

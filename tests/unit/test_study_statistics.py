@@ -115,3 +115,28 @@ def test_pass_agreement():
     b[0, 0, :] = 2  # 4 of 32 liver voxels labelled tumour by the other pass
     assert pass_agreement(a, b) == pytest.approx(28 / 32)
     assert pass_agreement(np.zeros_like(a), np.zeros_like(a)) == 1.0
+
+
+def test_both_qa_passes_get_the_lesion_rule():
+    """The shifted QA pass is post-processed as the first (its spacing, so the lesion rule):
+    otherwise the rule's own changes (specks dropped, lesions grown) would read as the model
+    disagreeing with itself."""
+    from livseg.inference import Segmentation, analyse_study
+    from livseg.io import Volume
+
+    class Recorder:
+        min_certainty = None
+
+        def __init__(self):
+            self.spacings = []
+
+        def segment(self, hu, *, spacing=None, **_):
+            self.spacings.append(spacing)
+            return Segmentation(np.zeros(hu.shape, np.uint8), None, None)
+
+    affine = np.diag([0.8, 0.7, 2.5, 1.0])
+    volume = Volume(np.zeros((30, 20, 8), np.float32), affine, (30, 20, 8), affine, "study")
+    recorder = Recorder()
+    result = analyse_study(recorder, volume)
+    assert recorder.spacings == [volume.spacing, volume.spacing]
+    assert result.report["qa"]["agreement"] == 1.0
