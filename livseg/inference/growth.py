@@ -10,14 +10,18 @@ median HU and the surrounding liver's: ``cut`` 0.5 is the midpoint, larger value
 toward the liver's HU. Hypodense and hyperdense lesions alike; a component within
 ``MIN_CONTRAST_HU`` of its liver does not grow (no contrast to follow).
 
-The HU compared is smoothed against voxel noise (σ 10-27 HU in the generated kernels) over liver
-voxels only (a normalised Gaussian, ``SMOOTH_MM``): neither the lesion's own voxels nor fat and
-air outside the liver darken the liver next to them, so a lesion segmented to its edge, or one
-at the liver's surface, does not creep outward. The liver's HU is the median of the liver
-voxels around each component (its box grown by the reach and the smoothing's support), so a
-fatty or unevenly enhancing liver is judged locally. Only liver becomes tumour: the liver's
-outline, what the liver Dice scores, never changes. Everything runs in boxes around the
-lesions, so a 512² × 1000 study costs what its lesions cost. A region-growing refinement as
+The HU compared is smoothed against voxel noise (σ 10-27 HU in the generated kernels) over the
+liver's inner voxels only (a normalised Gaussian, ``SMOOTH_MM``): neither the lesion's own
+voxels nor fat and air outside the liver darken the liver next to them, and the liver's outer
+voxel layer (partial volume with its surroundings) is never grown into, so a lesion segmented
+to its edge, or one at the liver's surface, does not creep outward. The liver's HU is the median
+of the inner liver around each component beyond the reach (its box grown by the reach and the
+smoothing's support), so a fatty or unevenly enhancing liver is judged locally and the margin
+in question does not pull it. Only liver becomes tumour: the liver's outline, what the liver
+Dice scores, never changes. Smoothing, distances and growth run in boxes around the lesions
+(two passes over the whole volume find them). Vessels of lesion-like HU next to a lesion (dark
+ones on a non-contrast scan, bright ones beside a hyper-enhancing lesion) are followed up to
+``grow_mm``. A region-growing refinement as
 several LiTS pipelines use; whether and how far to grow is chosen on validation with the rest
 of the lesion rule (``livseg.evaluate.choose_lesion_rule``).
 """
@@ -33,9 +37,9 @@ from livseg.data import LIVER, TUMOUR, bounding_box
 
 # Face connectivity: a lesion's components as the LiTS detection rule counts them.
 FACES = ndimage.generate_binary_structure(3, 1)
-SMOOTH_MM = 1.5  # Gaussian σ of the HU the cut compares (better than 3 mm on generated cases)
+SMOOTH_MM = 1.5  # Gaussian σ of the HU the cut compares (3 mm did worse in a prototype)
 MIN_CONTRAST_HU = 10.0  # a lesion's median this close to its liver's: nothing to follow
-MIN_LIVER_VOXELS = 20  # fewer liver voxels around a component: no reference, no growth
+MIN_LIVER_VOXELS = 20  # fewer reference liver voxels around a component: no growth
 
 
 def _smooth_over(values: np.ndarray, mask: np.ndarray, sigma: np.ndarray) -> np.ndarray:
@@ -44,6 +48,20 @@ def _smooth_over(values: np.ndarray, mask: np.ndarray, sigma: np.ndarray) -> np.
     weight = ndimage.gaussian_filter(mask.astype(np.float32), sigma)
     total = ndimage.gaussian_filter(np.where(mask, values, 0).astype(np.float32), sigma)
     return np.divide(total, weight, out=np.zeros_like(total), where=weight > 1e-3)
+
+
+def _eroded_foreground(labels: np.ndarray, box: tuple[slice, ...]) -> np.ndarray:
+    """Liver or tumour voxels of ``labels[box]`` whose six face neighbours are too (the
+    volume's own faces count as foreground: a liver cut by the scan has no surface there)."""
+    grown = tuple(
+        slice(max(b.start - 1, 0), min(b.stop + 1, n))
+        for b, n in zip(box, labels.shape, strict=True)
+    )
+    inside = ndimage.binary_erosion(labels[grown] >= LIVER, FACES, border_value=1)
+    back = tuple(
+        slice(b.start - g.start, b.stop - g.start) for b, g in zip(box, grown, strict=True)
+    )
+    return inside[back]
 
 
 def grow_lesions(
@@ -89,18 +107,21 @@ def grow_lesions(
         )
         own[inner] = ids[own_box] == k
         region, values = out[box], hu[box]
-        liver = region == LIVER
-        if np.count_nonzero(liver) < MIN_LIVER_VOXELS:
+        # The liver's outer layer (next to fat, air or another organ) reads darker by partial
+        # volume: a lesion at the surface would follow it. Neither grown into nor averaged.
+        inner = (region == LIVER) & _eroded_foreground(out, box)
+        near = ndimage.distance_transform_edt(~own, sampling=sp) <= grow_mm
+        reference = inner & ~near  # the liver beyond the reach, not the margin in question
+        if np.count_nonzero(reference) < MIN_LIVER_VOXELS:
             continue
         lesion_hu = float(np.median(values[own]))
-        liver_hu = float(np.median(values[liver]))
+        liver_hu = float(np.median(values[reference]))
         if abs(lesion_hu - liver_hu) < MIN_CONTRAST_HU:
             continue
         threshold = lesion_hu + cut * (liver_hu - lesion_hu)
-        smooth = _smooth_over(values, liver, sigma)
+        smooth = _smooth_over(values, inner, sigma)
         like = (smooth - threshold) * np.sign(lesion_hu - liver_hu) > 0  # the lesion's side
-        near = ndimage.distance_transform_edt(~own, sampling=sp) <= grow_mm
-        allowed = own | (like & near & liver)
+        allowed = own | (like & near & inner)
         grown = ndimage.binary_propagation(own, structure=FACES, mask=allowed) & ~own
         if grown.any():
             if out is labels:
