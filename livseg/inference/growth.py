@@ -21,9 +21,9 @@ in question does not pull it. Only liver becomes tumour: the liver's outline, wh
 Dice scores, never changes. Smoothing, distances and growth run in boxes around the lesions
 (two passes over the whole volume find them). Vessels of lesion-like HU next to a lesion (dark
 ones on a non-contrast scan, bright ones beside a hyper-enhancing lesion) are followed up to
-``grow_mm``. A region-growing refinement as
-several LiTS pipelines use; whether and how far to grow is chosen on validation with the rest
-of the lesion rule (``livseg.evaluate.choose_lesion_rule``).
+``grow_mm``. A region-growing refinement as several LiTS pipelines use; whether and how far to
+grow is chosen on validation with the rest of the lesion rule
+(``livseg.evaluate.choose_lesion_rule``).
 """
 
 from __future__ import annotations
@@ -101,11 +101,11 @@ def grow_lesions(
             for f, s, p, size in zip(found, own_box, pad, labels.shape, strict=True)
         )
         own = np.zeros(out[box].shape, bool)  # the component, in ``box``'s coordinates
-        inner = tuple(
+        within = tuple(
             slice(f.start + s.start - b.start, f.start + s.stop - b.start)
             for f, s, b in zip(found, own_box, box, strict=True)
         )
-        own[inner] = ids[own_box] == k
+        own[within] = ids[own_box] == k
         region, values = out[box], hu[box]
         # The liver's outer layer (next to fat, air or another organ) reads darker by partial
         # volume: a lesion at the surface would follow it. Neither grown into nor averaged.

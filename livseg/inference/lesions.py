@@ -11,9 +11,9 @@ lies in the liver (the generated training split's reference lesions ≥ 10 mm, s
 included: at most 0.46 of their surface outside, median 0.14; a cascade's false positives on
 the validation split: 0.43-0.59, its detected lesions ≤ 0.40). Last, given the HU volume, each
 kept component may grow into its paler margin (``grow_mm``, ``grow_cut``:
-``livseg.inference.growth``). The values are chosen on
-the validation split (``livseg.evaluate.choose_lesion_rule``) and recorded in the checkpoint, so
-the Segmenter applies what validation chose.
+``livseg.inference.growth``). The values are chosen on the validation split
+(``livseg.evaluate.choose_lesion_rule``) and recorded in the checkpoint, so the Segmenter
+applies what validation chose.
 """
 
 from __future__ import annotations
